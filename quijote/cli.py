@@ -1,0 +1,245 @@
+"""`quijote`: the command line. Heavy libraries (Prefect, torch) load only in the commands
+that need them, so queries start fast; every user error is one line on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from quijote.errors import QuijoteError
+
+app = typer.Typer(
+    help="Spanish word embeddings: train skip-gram vectors and query them in SQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+
+CorpusOption = Annotated[
+    list[str] | None,
+    typer.Option("--corpus", "-c", help="URL, file, directory of .txt, or a name (quijote)."),
+]
+TopK = Annotated[int, typer.Option("-k", min=1, help="How many words.")]
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line and exit status 2."""
+    try:
+        app()
+    except QuijoteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def _prepare_prefect() -> None:
+    """Local defaults for Prefect before it is imported: no telemetry, state in the data dir."""
+    from storage.paths import data_home
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_HOME", str(data_home() / "prefect"))
+
+
+def _parse_settings(pairs: list[str]) -> dict[str, str]:
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise QuijoteError(f"--set expects key=value, got {pair!r}")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+@app.command()
+def run(
+    corpus: CorpusOption = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="A parameter, key=value.")
+    ] = None,
+) -> None:
+    """Run the whole flow locally: download, tokenize, ..., train, publish."""
+    from quijote.params import Params
+
+    settings = _parse_settings(set_ or [])
+    Params.from_mapping(settings)  # reject bad parameters before any work
+    _prepare_prefect()
+    from flows.quijote_embeddings import DEFAULT_CORPUS, quijote_embeddings
+
+    summary = quijote_embeddings(tuple(corpus or DEFAULT_CORPUS), settings)
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from storage import warehouse
+    from storage.paths import warehouse_path
+
+    metrics = summary["metrics"]
+    out.print(f"\n[bold]Run {summary['run_id']}[/bold] on {', '.join(summary['corpus'])}")
+    out.print(
+        f"corpus words {metrics['corpus_words']:,} · sentences {metrics['sentences']:,} · "
+        f"vocabulary {metrics['vocab_size']:,} · pairs {metrics['pairs']:,} · "
+        f"device {metrics['device']}"
+    )
+    losses = ", ".join(f"{loss:.4f}" for loss in metrics["loss_per_epoch"])
+    out.print(f"loss per epoch: {losses}")
+    stages = " · ".join(
+        f"{name} " + ("reused" if s["reused"] else f"{s['seconds']:.1f}s")
+        for name, s in summary["stages"].items()
+    )
+    out.print(f"stages: {stages}")
+    for word in ("quijote", "sancho", "dulcinea"):
+        try:
+            near = warehouse.neighbors(word, 8)
+        except QuijoteError:
+            continue
+        out.print(f"  {word}: " + ", ".join(w for w, _ in near))
+    out.print(f"run directory: {summary['run_dir']}")
+    out.print(f"warehouse: {warehouse_path()}")
+    out.print("try: quijote sql \"SELECT * FROM neighbors('dulcinea', 10)\"")
+
+
+@app.command()
+def train(
+    corpus: CorpusOption = None,
+    out_file: Annotated[Path, typer.Option("--out", help="Vectors file to write.")] = Path(
+        "vectors.txt"
+    ),
+    format_: Annotated[str, typer.Option("--format", help="word2vec or parquet.")] = "word2vec",
+    dim: int | None = None,
+    window: int | None = None,
+    negative: int | None = None,
+    min_count: int | None = None,
+    sample: float | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> None:
+    """Train skip-gram vectors only (no warehouse), print one JSON summary line."""
+    from quijote.params import Params
+
+    given = {
+        "dim": dim, "window": window, "negative": negative, "min_count": min_count,
+        "sample": sample, "epochs": epochs, "seed": seed, "device": device, "threads": threads,
+    }  # fmt: skip
+    params = Params.from_mapping({k: v for k, v in given.items() if v is not None})
+    if format_ not in ("word2vec", "parquet"):
+        raise QuijoteError(f"unknown format {format_!r}: use word2vec or parquet")
+    started = time.perf_counter()
+    from flows.quijote_embeddings import DEFAULT_CORPUS, train_stages
+    from tasks.publish import write_word2vec
+
+    stages = train_stages(list(corpus or DEFAULT_CORPUS), params, orchestrated=False)
+    vectors = stages["train"].file("vectors.parquet")
+    if format_ == "parquet":
+        _copy(vectors, out_file)
+    else:
+        write_word2vec(vectors, out_file)
+    seconds = time.perf_counter() - started
+    words = stages["tokenize"].meta["tokens"]
+    summary = {
+        "words": words,
+        "epochs": params.epochs,
+        "vocab": stages["vocab"].meta["words"],
+        "seconds": round(seconds, 3),
+        "words_per_s": round(words * params.epochs / seconds),
+        "device": stages["train"].meta["device"],
+        "reused": [name for name, s in stages.items() if s.reused],
+        "out": str(out_file),
+    }
+    print(json.dumps(summary))
+
+
+def _copy(source: Path, target: Path) -> None:
+    import shutil
+
+    from storage.files import atomic_path
+
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def _print_words(rows: list[tuple[str, float]], header: str) -> None:
+    table = Table(header, "similarity")
+    for word, similarity in rows:
+        table.add_row(word, f"{similarity:.4f}")
+    out.print(table)
+
+
+@app.command()
+def neighbors(word: str, k: TopK = 10) -> None:
+    """The k nearest words by cosine similarity (current run)."""
+    from storage import warehouse
+
+    _print_words(warehouse.neighbors(word.lower(), k), f"neighbours of {word}")
+
+
+@app.command()
+def analogy(a: str, b: str, c: str, k: TopK = 10) -> None:
+    """Words closest to a - b + c (rey - hombre + mujer -> reina)."""
+    from storage import warehouse
+
+    _print_words(warehouse.analogy(a.lower(), b.lower(), c.lower(), k), f"{a} - {b} + {c}")
+
+
+@app.command()
+def sql(query: str) -> None:
+    """Read-only SQL on the warehouse (views vocab, vectors; table runs; macros neighbors,
+    analogy)."""
+    from storage import warehouse
+
+    columns, rows = warehouse.query(query)
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(_cell(value) for value in row))
+    out.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list | tuple) and len(value) > 6:
+        return "[" + ", ".join(_cell(v) for v in value[:6]) + f", … ({len(value)})]"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@app.command()
+def export(
+    format_: Annotated[
+        str, typer.Option("--format", help="word2vec, projector or parquet.")
+    ] = "word2vec",
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="File (or directory for projector).")
+    ] = None,
+) -> None:
+    """Export the current run's vectors: word2vec text (gensim), TensorBoard projector TSVs,
+    or Parquet."""
+    from storage import warehouse
+    from tasks.publish import write_projector, write_word2vec
+
+    run_row = warehouse.current_run()
+    if run_row is None:
+        raise QuijoteError("no current run in the warehouse: run `quijote run` first")
+    vectors = Path(run_row["vectors_path"])
+    defaults = {"word2vec": "vectors.txt", "projector": "projector", "parquet": "vectors.parquet"}
+    if format_ not in defaults:
+        raise QuijoteError(f"unknown format {format_!r}: use {', '.join(defaults)}")
+    target = out_path or Path(defaults[format_])
+    if format_ == "word2vec":
+        write_word2vec(vectors, target)
+    elif format_ == "projector":
+        write_projector(vectors, target)
+    else:
+        _copy(vectors, target)
+    out.print(f"wrote {target} ({format_}, run {run_row['run_id']})")

@@ -1,0 +1,44 @@
+"""Where things live: the data directory (QUIJOTE_HOME, default ./data) and the corpus mirror."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_home() -> Path:
+    """The directory holding everything a run makes (created on demand)."""
+    home = Path(os.environ.get("QUIJOTE_HOME", "data")).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def mirror_dir() -> Path | None:
+    """Local directory searched for corpora before the network: QUIJOTE_MIRROR, else the
+    shared corpora beside the project when they exist."""
+    configured = os.environ.get("QUIJOTE_MIRROR")
+    if configured is not None:
+        return Path(configured).expanduser().resolve() if configured else None
+    shared = PROJECT_ROOT.parent / "shared" / "corpora"
+    return shared if shared.is_dir() else None
+
+
+def raw_dir() -> Path:
+    """Downloaded corpus files, named by their content hash."""
+    path = data_home() / "raw"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def stages_dir() -> Path:
+    return data_home() / "stages"
+
+
+def runs_dir() -> Path:
+    return data_home() / "runs"
+
+
+def warehouse_path() -> Path:
+    return data_home() / "warehouse.duckdb"

@@ -1,0 +1,91 @@
+"""Content-addressed stage outputs: `data/stages/<stage>/<key>/`.
+
+A stage's key hashes its version, the parameters it depends on and the keys (content hashes)
+of its inputs. An output directory is built under a temporary name and renamed into place
+when complete, so a directory that exists is a finished, reusable result — also across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from storage.files import remove_tree, write_json
+from storage.paths import stages_dir
+
+META_FILE = "stage.json"
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """A finished stage: where its files are and what it recorded about them."""
+
+    stage: str
+    key: str
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def stage_key(stage: str, version: int, params: Mapping[str, Any], inputs: list[str]) -> str:
+    payload = json.dumps(
+        {"stage": stage, "version": version, "params": dict(params), "inputs": inputs},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def run_stage(
+    stage: str,
+    version: int,
+    params: Mapping[str, Any],
+    inputs: list[str],
+    build: Callable[[Path], Mapping[str, Any]],
+) -> StageOutput:
+    """Return the cached output of this stage for these inputs, or build it.
+
+    `build(directory)` writes the stage's files into an empty directory and returns a small
+    summary (row counts, metrics) kept in the stage's `stage.json`.
+    """
+    key = stage_key(stage, version, params, inputs)
+    final = stages_dir() / stage / key
+    if (final / META_FILE).exists():
+        return StageOutput(stage, key, final, _read_meta(final), reused=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        started = time.perf_counter()
+        summary = dict(build(tmp))
+        meta = {
+            "stage": stage,
+            "key": key,
+            "version": version,
+            "params": dict(params),
+            "inputs": inputs,
+            "seconds": round(time.perf_counter() - started, 3),
+            **summary,
+        }
+        write_json(tmp / META_FILE, meta)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # a concurrent run finished the same stage first: use its output
+            if not (final / META_FILE).exists():
+                raise
+        return StageOutput(stage, key, final, _read_meta(final))
+    finally:
+        remove_tree(tmp)
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    return json.loads((path / META_FILE).read_text())

@@ -1,0 +1,316 @@
+"""The DuckDB warehouse (`data/warehouse.duckdb`): a `runs` table, views over the current run's
+Parquet and table macros, all usable in plain SQL from any read-only connection or the CLI.
+
+    SELECT * FROM neighbors('dulcinea', 10);
+    SELECT * FROM analogy('rey', 'hombre', 'mujer', 5);
+    SELECT word, count FROM vocab ORDER BY count DESC LIMIT 20;
+
+A run registers itself in one short read-write transaction; everything else here reads through
+`connect_read_only`, which also keeps DuckDB from touching files outside the data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from quijote.errors import QuijoteError
+from storage.paths import warehouse_path
+
+LOCK_WAIT_S = 5.0  # how long to wait for another process's lock on the database file
+
+_RUNS_TABLE = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    started_at TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ NOT NULL,
+    corpus VARCHAR[] NOT NULL,
+    params JSON NOT NULL,
+    metrics JSON NOT NULL,
+    vocab_path VARCHAR NOT NULL,
+    vectors_path VARCHAR NOT NULL,
+    dim INTEGER NOT NULL,
+    status VARCHAR NOT NULL CHECK (status IN ('current', 'kept')),
+    is_current BOOLEAN GENERATED ALWAYS AS (status = 'current') VIRTUAL
+)"""
+
+_UPSERT_RUN = """
+INSERT INTO runs (run_id, started_at, finished_at, corpus, params, metrics,
+                  vocab_path, vectors_path, dim, status)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO UPDATE SET
+    started_at = excluded.started_at, finished_at = excluded.finished_at,
+    corpus = excluded.corpus, params = excluded.params, metrics = excluded.metrics,
+    vocab_path = excluded.vocab_path, vectors_path = excluded.vectors_path,
+    dim = excluded.dim, status = excluded.status"""
+
+_NEIGHBORS_MACRO = """
+CREATE OR REPLACE MACRO neighbors(w, k) AS TABLE
+SELECT v.word, array_cosine_similarity(v.vector, q.vector) AS similarity
+FROM vectors AS v, (SELECT vector FROM vectors WHERE word = w) AS q
+WHERE v.word <> w
+ORDER BY similarity DESC, v.word
+LIMIT k"""
+
+# 3CosAdd: the target is unit(a) - unit(b) + unit(c); FLOAT[n] has no arithmetic, so it is
+# built as a list and cast back to the run's array type.
+_ANALOGY_MACRO = """
+CREATE OR REPLACE MACRO analogy(a, b, c, k) AS TABLE
+WITH u AS (
+    SELECT word, vector, sqrt(array_inner_product(vector, vector)) AS norm
+    FROM vectors
+    WHERE word IN (a, b, c)
+), q AS (
+    SELECT list_transform(
+        list_zip(ua.vector::FLOAT[], ub.vector::FLOAT[], uc.vector::FLOAT[]),
+        lambda t: t[1] / ua.norm - t[2] / ub.norm + t[3] / uc.norm
+    )::FLOAT[{dim}] AS vector
+    FROM u AS ua, u AS ub, u AS uc
+    WHERE ua.word = a AND ub.word = b AND uc.word = c
+)
+SELECT v.word, array_cosine_similarity(v.vector, q.vector) AS similarity
+FROM vectors AS v, q
+WHERE v.word NOT IN (a, b, c)
+ORDER BY similarity DESC, v.word
+LIMIT k"""
+
+# The keywords before the statement an EXPLAIN wraps (leading comments, ANALYZE, options).
+_EXPLAIN_PREFIX = re.compile(
+    r"(?:\s|--[^\n]*|/\*.*?\*/)*EXPLAIN(?:\s+ANALYZE)?(?:\s*\([^)]*\))?", re.IGNORECASE | re.DOTALL
+)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished run, as registered in the warehouse."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    corpus: list[str]
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    vocab_path: Path  # Parquet: id int32, word string, count int64 (ordered by count desc)
+    vectors_path: Path  # Parquet: word string, vector fixed_size_list<float32>[dim]
+    dim: int
+
+
+def register_run(run: RunRecord, make_current: bool = True, db: Path | None = None) -> None:
+    """Record `run` in the `runs` table, and unless `make_current` is false point the views and
+    macros at its Parquet, all in one transaction. Registering a run_id again replaces its row
+    (a run that was current stays current)."""
+    db = _database(db)
+    vocab = _data_file(run.vocab_path, db.parent)
+    vectors = _data_file(run.vectors_path, db.parent)
+    if run.dim < 1:
+        raise QuijoteError(f"run {run.run_id}: dim must be positive, got {run.dim}")
+    with closing(_open(db, read_only=False)) as conn:
+        try:
+            conn.execute(_RUNS_TABLE)  # the schema first: even a failed registration leaves it
+            conn.begin()
+            was_current = conn.execute(
+                "SELECT count(*) > 0 FROM runs WHERE run_id = ? AND is_current", [run.run_id]
+            ).fetchone() == (True,)
+            current = make_current or was_current
+            if current:
+                conn.execute("UPDATE runs SET status = 'kept' WHERE is_current")
+            conn.execute(
+                _UPSERT_RUN,
+                [
+                    run.run_id,
+                    run.started_at,
+                    run.finished_at,
+                    list(run.corpus),
+                    _json(run.params),
+                    _json(run.metrics),
+                    str(vocab),
+                    str(vectors),
+                    run.dim,
+                    "current" if current else "kept",
+                ],
+            )
+            if current:
+                for ddl in _current_run_ddl(vocab, vectors, run.dim):
+                    conn.execute(ddl)
+                # Casting to FLOAT[dim] is checked only when a vector is read: read one.
+                conn.execute("SELECT vector FROM vectors LIMIT 1").fetchall()
+            conn.commit()
+        except duckdb.Error as error:  # closing without COMMIT rolls everything back
+            raise QuijoteError(f"cannot register run {run.run_id}: {_first_line(error)}") from error
+
+
+def connect_read_only(db: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only connection that can read files only inside the data directory (the
+    warehouse's folder). Settings are per database instance: another connection this process
+    holds open on the same file at the same time shares them."""
+    db = _database(db)
+    if not db.exists():
+        raise QuijoteError(f"no warehouse yet at {db}: run `quijote run` first")
+    conn = _open(db, read_only=True)
+    try:
+        locked = conn.execute("SELECT current_setting('lock_configuration')").fetchone()
+        if locked != (True,):  # else a connection this process holds open already did this
+            conn.execute("SET allowed_directories = ?", [[str(db.parent)]])
+            conn.execute("SET enable_external_access = false")
+            conn.execute("SET lock_configuration = true")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def query(sql: str, db: Path | None = None) -> tuple[list[str], list[tuple]]:
+    """Run read-only SQL (`quijote sql`): column names and rows of the last statement.
+    Every statement is checked before any runs; only SELECT and EXPLAIN of a SELECT pass."""
+    with closing(connect_read_only(db)) as conn:
+        try:
+            statements = conn.extract_statements(sql)
+            if not statements:
+                raise QuijoteError("no SQL statement given")
+            for statement in statements:
+                kind = _effective_type(conn, statement)
+                if kind != duckdb.StatementType.SELECT:
+                    raise QuijoteError(
+                        f"quijote sql is read-only: {kind.name} statements are not allowed"
+                    )
+            for statement in statements:
+                conn.execute(statement)
+            columns = [column[0] for column in conn.description or []]
+            return columns, conn.fetchall()
+        except duckdb.Error as error:
+            raise QuijoteError(_first_line(error)) from error
+
+
+def neighbors(word: str, k: int = 10, db: Path | None = None) -> list[tuple[str, float]]:
+    """The k words of the current run closest to `word` by cosine similarity."""
+    return _similar("SELECT word, similarity FROM neighbors(?, ?)", [word], k, db)
+
+
+def analogy(a: str, b: str, c: str, k: int = 10, db: Path | None = None) -> list[tuple[str, float]]:
+    """a - b + c (3CosAdd): analogy('rey', 'hombre', 'mujer') looks for 'reina'."""
+    return _similar("SELECT word, similarity FROM analogy(?, ?, ?, ?)", [a, b, c], k, db)
+
+
+def current_run(db: Path | None = None) -> dict[str, Any] | None:
+    """The `runs` row of the current run (params and metrics decoded), or None when there is
+    no warehouse or no current run."""
+    db = _database(db)
+    if not db.exists():
+        return None
+    with closing(connect_read_only(db)) as conn:
+        result = conn.execute("SELECT * FROM runs WHERE is_current")
+        row = result.fetchone()
+        if row is None:
+            return None
+        record = dict(zip([column[0] for column in result.description or []], row, strict=True))
+    return {
+        **record,
+        "params": json.loads(record["params"]),
+        "metrics": json.loads(record["metrics"]),
+    }
+
+
+def vss_extension_path() -> Path:
+    """The vss extension from the duckdb-extension-vss wheel: `LOAD '<path>'` works offline."""
+    package = Path(str(resources.files("duckdb_extension_vss")))
+    path = package / "extensions" / f"v{duckdb.__version__}" / "vss.duckdb_extension"
+    if not path.is_file():
+        raise QuijoteError(
+            f"no vss extension for DuckDB {duckdb.__version__} at {path}: "
+            f"install duckdb-extension-vss=={duckdb.__version__}"
+        )
+    return path
+
+
+def _database(db: Path | None) -> Path:
+    return (db or warehouse_path()).resolve()
+
+
+def _open(db: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Connect, retrying for up to LOCK_WAIT_S while another process holds a conflicting lock
+    (a writer blocks readers, and open readers block a writer)."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return duckdb.connect(str(db), read_only=read_only)
+        except duckdb.Error as error:
+            if "Could not set lock" in str(error) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            raise QuijoteError(f"cannot open the warehouse: {_first_line(error)}") from error
+
+
+def _data_file(path: Path, data_dir: Path) -> Path:
+    """`path` resolved, checked to be a file inside the data directory (readers may only read
+    there, so a view over a file elsewhere would not work)."""
+    resolved = Path(path).resolve()
+    if not resolved.is_file():
+        raise QuijoteError(f"cannot register {path}: no such file")
+    if not resolved.is_relative_to(data_dir):
+        raise QuijoteError(f"cannot register {path}: it is outside the data directory {data_dir}")
+    return resolved
+
+
+def _current_run_ddl(vocab: Path, vectors: Path, dim: int) -> list[str]:
+    """The views and macros of the current run (DDL takes no parameters: paths are quoted)."""
+    return [
+        "CREATE OR REPLACE VIEW vocab AS "
+        f"SELECT id, word, count FROM read_parquet({_sql_string(vocab)})",
+        "CREATE OR REPLACE VIEW vectors AS "
+        f"SELECT word, vector::FLOAT[{dim:d}] AS vector FROM read_parquet({_sql_string(vectors)})",
+        _NEIGHBORS_MACRO,
+        _ANALOGY_MACRO.format(dim=dim),
+    ]
+
+
+def _effective_type(
+    conn: duckdb.DuckDBPyConnection, statement: duckdb.Statement
+) -> duckdb.StatementType:
+    """The statement's type, looking through EXPLAIN (EXPLAIN ANALYZE runs what it explains)."""
+    if statement.type != duckdb.StatementType.EXPLAIN:
+        return statement.type
+    prefix = _EXPLAIN_PREFIX.match(statement.query)
+    inner = conn.extract_statements(statement.query[prefix.end() :]) if prefix else []
+    return _effective_type(conn, inner[0]) if len(inner) == 1 else statement.type
+
+
+def _similar(sql: str, words: list[str], k: int, db: Path | None) -> list[tuple[str, float]]:
+    """Call a similarity macro after checking that every word is in the current run."""
+    if k < 1:
+        raise QuijoteError(f"k must be at least 1, got {k}")
+    with closing(connect_read_only(db)) as conn:
+        try:
+            found = conn.execute("SELECT word FROM vectors WHERE list_contains(?, word)", [words])
+            known = {word for (word,) in found.fetchall()}
+            for word in words:
+                if word not in known:
+                    raise QuijoteError(f"'{word}' is not in the vocabulary of the current run")
+            rows = conn.execute(sql, [*words, k]).fetchall()
+        except duckdb.CatalogException as error:
+            raise QuijoteError(
+                "the warehouse has no current run: run `quijote run` first"
+            ) from error
+        except duckdb.Error as error:
+            raise QuijoteError(_first_line(error)) from error
+    return [(word, float(similarity)) for word, similarity in rows]
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _sql_string(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]

@@ -1,0 +1,317 @@
+"""Download stage: a corpus spec (registered name, URL, file or directory) -> cleaned documents.
+
+`fetch` resolves a spec to raw files on disk (mirror first, then the network, downloads kept
+in `data/raw/` by content hash); `clean_text` turns raw bytes into normalised text; the
+`download` task writes one `documents.parquet` row per file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import http.client
+import logging
+import re
+import tempfile
+import time
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.error import HTTPError, URLError
+from urllib.parse import unquote, urlparse
+from urllib.request import Request, urlopen
+
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NONE
+
+from quijote.errors import QuijoteError
+from storage import paths
+from storage.files import file_sha256, write_parquet
+from storage.schemas import DOCUMENTS
+from storage.stages import StageOutput, run_stage
+
+logger = logging.getLogger(__name__)
+
+VERSION = 1
+TIMEOUT_S = 30.0  # per network operation (connect, each read)
+MAX_BYTES = 1 << 30  # a download larger than this is refused
+ATTEMPTS = 3
+BACKOFF_S = 1.0  # wait before retry n (n = 1, 2, ...) is BACKOFF_S * 2 ** (n - 1)
+USER_AGENT = "quijote-embeddings/0.1 (+urllib)"
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """One corpus file on disk."""
+
+    source: str  # what the user gave / where it came from (URL, path, name)
+    path: Path  # the bytes on disk
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A corpus known by name: where to download it and how to recognise it in a mirror."""
+
+    url: str
+    sha256: str
+    size: int  # bytes; only mirror files of this size are hashed
+    filenames: tuple[str, ...]  # names to look for directly in the mirror directory
+
+
+REGISTERED: dict[str, Registered] = {
+    "quijote": Registered(
+        url="https://www.gutenberg.org/cache/epub/2000/pg2000.txt",
+        sha256="485be638d952a55acbb944c964d0429418ca2da711df7bc48a36c612129ead9b",
+        size=2225769,
+        filenames=("quijote_pg2000.txt", "pg2000.txt"),
+    ),
+}
+
+
+# --- fetch ----------------------------------------------------------------------------------
+
+
+def fetch(spec: str, mirror: Path | None, raw_dir: Path) -> list[RawFile]:
+    """Resolve a corpus spec to raw files: a registered name, an http(s) URL, a local file or
+    a directory (its `*.txt` files, sorted by name)."""
+    if spec in REGISTERED:
+        return [_fetch_registered(spec, REGISTERED[spec], mirror, raw_dir)]
+    url = urlparse(spec)
+    if url.scheme in ("http", "https") and url.netloc:
+        return [_fetch_url(spec, mirror, raw_dir)]
+    path = Path(spec).expanduser()
+    if spec.strip():  # Path("") is the current directory
+        if path.is_file():
+            return [RawFile(str(path), path, file_sha256(path))]
+        if path.is_dir():
+            return _fetch_directory(path)
+        if not path.exists() and not url.scheme and _looks_like_path(spec):
+            raise QuijoteError(f"no such file or directory: {spec}")
+    raise QuijoteError(
+        f"unrecognised corpus {spec!r}: expected a registered name "
+        f"({', '.join(sorted(REGISTERED))}), an http(s) URL, a text file "
+        "or a directory of .txt files"
+    )
+
+
+def _looks_like_path(spec: str) -> bool:
+    return "/" in spec or "\\" in spec or spec.startswith((".", "~")) or bool(Path(spec).suffix)
+
+
+def _fetch_directory(directory: Path) -> list[RawFile]:
+    """The `.txt` files directly inside `directory`, by name; hidden files are skipped."""
+    files = sorted(
+        p
+        for p in directory.iterdir()
+        if p.suffix.lower() == ".txt" and not p.name.startswith(".") and p.is_file()
+    )
+    if not files:
+        raise QuijoteError(f"no .txt files in directory {directory}")
+    return [RawFile(str(p), p, file_sha256(p)) for p in files]
+
+
+def _fetch_registered(name: str, entry: Registered, mirror: Path | None, raw_dir: Path) -> RawFile:
+    """Mirror by file name, mirror by checksum, an earlier download, then the network."""
+    found = _find_in_mirror(entry, mirror)
+    if found is None:
+        cached = raw_dir / f"{entry.sha256}.txt"
+        if cached.is_file() and file_sha256(cached) == entry.sha256:
+            found = cached
+    if found is None:
+        found, _ = _download(entry.url, raw_dir, entry.filenames[0], mirror, entry.sha256)
+    return RawFile(name, found, entry.sha256)
+
+
+def _find_in_mirror(entry: Registered, mirror: Path | None) -> Path | None:
+    if mirror is None or not mirror.is_dir():
+        return None
+    for filename in entry.filenames:
+        candidate = mirror / filename
+        if candidate.is_file():
+            if file_sha256(candidate) == entry.sha256:
+                return candidate
+            logger.warning("ignoring %s: its sha256 is not %s", candidate, entry.sha256)
+    for candidate in sorted(mirror.rglob("*")):
+        if (
+            candidate.is_file()
+            and candidate.stat().st_size == entry.size
+            and file_sha256(candidate) == entry.sha256
+        ):
+            return candidate
+    return None
+
+
+def _fetch_url(url: str, mirror: Path | None, raw_dir: Path) -> RawFile:
+    filename = unquote(PurePosixPath(urlparse(url).path).name)
+    if mirror is not None and filename and (mirror / filename).is_file():
+        path = mirror / filename
+        logger.info("using the mirror copy %s of %s", path, url)
+        return RawFile(url, path, file_sha256(path))
+    path, sha256 = _download(url, raw_dir, filename or "the file", mirror)
+    return RawFile(url, path, sha256)
+
+
+# --- download -------------------------------------------------------------------------------
+
+
+def _download(
+    url: str, raw_dir: Path, filename: str, mirror: Path | None, expected: str | None = None
+) -> tuple[Path, str]:
+    """Download `url` into `raw_dir/<sha256>.txt`, retrying transient failures."""
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    reason = ""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _download_once(url, raw_dir, expected)
+        except HTTPError as e:
+            e.close()
+            reason = f"HTTP {e.code} {e.reason}"
+            if e.code < 500 and e.code != 429:
+                break
+        except (URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
+            reason = " ".join(str(getattr(e, "reason", e)).split()) or type(e).__name__
+        if attempt < ATTEMPTS:
+            logger.warning("download of %s failed (%s); retry %d", url, reason, attempt)
+            time.sleep(BACKOFF_S * 2 ** (attempt - 1))
+    if mirror is None:
+        offline = f"put {filename} in a directory and set QUIJOTE_MIRROR to it (no mirror is set)"
+    else:
+        offline = (
+            f"put {filename} in the mirror directory {mirror} "
+            "(or set QUIJOTE_MIRROR to another directory holding it)"
+        )
+    raise QuijoteError(f"could not download {url} ({reason}); to work offline {offline}")
+
+
+def _download_once(url: str, raw_dir: Path, expected: str | None) -> tuple[Path, str]:
+    """One attempt: stream to a temporary file in `raw_dir`, check size and checksum, then
+    rename it to its content hash (the final name is only known once every byte is read)."""
+    request = Request(url, headers={"User-Agent": USER_AGENT})
+    with (
+        urlopen(request, timeout=TIMEOUT_S) as response,
+        tempfile.TemporaryDirectory(prefix=".download-", dir=raw_dir) as work,
+    ):
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BYTES:
+            raise _too_large(url)
+        part = Path(work) / "part"
+        digest = hashlib.sha256()
+        size = 0
+        with part.open("wb") as out:
+            while block := response.read(1 << 20):
+                size += len(block)
+                if size > MAX_BYTES:
+                    raise _too_large(url)
+                digest.update(block)
+                out.write(block)
+        sha256 = digest.hexdigest()
+        if expected is not None and sha256 != expected:
+            raise QuijoteError(
+                f"{url} has sha256 {sha256}, expected {expected}: the file changed upstream "
+                "or the download is corrupt; put the expected file in the mirror directory"
+            )
+        final = raw_dir / f"{sha256}.txt"
+        part.replace(final)
+        return final, sha256
+
+
+def _too_large(url: str) -> QuijoteError:
+    return QuijoteError(f"{url} is larger than the download limit of {MAX_BYTES:,} bytes")
+
+
+# --- clean ----------------------------------------------------------------------------------
+
+_SNIFF_BYTES = 64 * 1024
+_MAX_CONTROL_SHARE = 0.05
+# C0 controls other than tab, LF, VT, FF, CR, plus DEL: (almost) never in text.
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
+# cp1252 differs from latin-1 only in 0x80-0x9F; bytes cp1252 leaves undefined stay latin-1.
+_CP1252_OVER_LATIN1 = {
+    b: bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in range(0x80, 0xA0)
+}
+_GUTENBERG_START = re.compile(
+    r"^\*{3}\s*START OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b.*$", re.IGNORECASE | re.MULTILINE
+)
+_GUTENBERG_END = re.compile(
+    r"^\*{3}\s*END OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b.*$", re.IGNORECASE | re.MULTILINE
+)
+
+
+def clean_text(raw: bytes, source: str) -> str:
+    """Decode (UTF-8, else cp1252/latin-1), normalise line ends and Unicode (NFC), and strip a
+    Project Gutenberg header and footer. Binary or letterless input raises QuijoteError."""
+    text = _decode(raw, source)
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    start = _GUTENBERG_START.search(text)
+    begin = start.end() if start else 0
+    end = _GUTENBERG_END.search(text, begin)
+    text = text[begin : end.start() if end else len(text)].strip()
+    if not any(c.isalpha() for c in text):
+        raise QuijoteError(f"{source} is empty (no text after cleaning)")
+    return text
+
+
+def _decode(raw: bytes, source: str) -> str:
+    for bom, encoding in ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if raw.startswith(bom):
+            return raw[len(bom) :].decode(encoding, errors="replace")
+    head = raw[:_SNIFF_BYTES]
+    controls = len(head) - len(head.translate(None, _CONTROL_BYTES))
+    if b"\x00" in head or controls > _MAX_CONTROL_SHARE * len(head):
+        raise QuijoteError(f"{source} looks like a binary file, not text")
+    offset = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[offset:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        logger.warning(
+            "%s is not valid UTF-8 (first bad byte at offset %d); decoding it as Windows-1252",
+            source,
+            offset + e.start,
+        )
+        return raw[offset:].decode("latin-1").translate(_CP1252_OVER_LATIN1)
+
+
+# --- task -----------------------------------------------------------------------------------
+
+
+@task(name="download", cache_policy=NONE)
+def download(corpus: list[str]) -> StageOutput:
+    """Fetch every corpus spec and write their cleaned texts to `documents.parquet`."""
+    if not corpus:
+        raise QuijoteError("no corpus given: name at least one (for example --corpus quijote)")
+    mirror, raw_dir = paths.mirror_dir(), paths.raw_dir()
+    raws: list[RawFile] = []
+    seen: set[str] = set()
+    for spec in corpus:
+        for raw in fetch(spec, mirror, raw_dir):
+            if raw.sha256 in seen:
+                logger.warning("skipping %s: same content as an earlier corpus file", raw.source)
+            else:
+                seen.add(raw.sha256)
+                raws.append(raw)
+
+    def build(out_dir: Path) -> dict[str, Any]:
+        characters = 0
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            nonlocal characters
+            for raw in raws:
+                text = clean_text(raw.path.read_bytes(), raw.source)
+                characters += len(text)
+                yield pa.RecordBatch.from_pydict(
+                    {"source": [raw.source], "sha256": [raw.sha256], "text": [text]},
+                    schema=DOCUMENTS,
+                )
+
+        documents = write_parquet(out_dir / "documents.parquet", DOCUMENTS, batches())
+        return {
+            "documents": documents,
+            "characters": characters,
+            "sources": [r.source for r in raws],
+        }
+
+    return run_stage("download", VERSION, {}, [r.sha256 for r in raws], build)

@@ -1,0 +1,88 @@
+"""Train stage: SGNS over the pairs files, negatives drawn from the seeded noise table,
+written as `vectors.parquet` (word, vector)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NONE
+
+from models.skipgram import Batch, train_sgns
+from quijote.params import Params
+from storage.schemas import vectors as vectors_schema
+from storage.stages import StageOutput, run_stage
+from tasks.negatives import NegativeSampler
+from tasks.progress import progress_bar
+from tasks.subsample import epoch_file, epoch_rng
+
+VERSION = 1
+STREAM = 4
+
+
+def pair_batches(
+    chunks: Iterator[pa.RecordBatch],
+    sampler: NegativeSampler,
+    epoch: int,
+    batch_size: int,
+    seed: int,
+) -> Iterator[Batch]:
+    """SGD batches of one epoch: each chunk of pairs gets its negatives (row-aligned, in file
+    order), then is shuffled with a seeded permutation and cut into `batch_size` pieces."""
+    negatives_rng, shuffle_rng = sampler.epoch(epoch), epoch_rng(seed, epoch, STREAM)
+    for chunk in chunks:
+        center = chunk.column("center").to_numpy()
+        context = chunk.column("context").to_numpy()
+        negatives = sampler.draw(negatives_rng, len(center))
+        order = shuffle_rng.permutation(len(center))
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            yield center[rows], context[rows], negatives[rows]
+
+
+def to_vectors_table(words: pa.Array, vectors: np.ndarray) -> pa.Table:
+    dim = vectors.shape[1]
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    column = pa.FixedSizeListArray.from_arrays(flat, dim)
+    return pa.table([words, column], schema=vectors_schema(dim))
+
+
+@task(name="train", cache_policy=NONE)
+def train_task(
+    vocab: StageOutput, pairs: StageOutput, negatives: StageOutput, params: Params
+) -> StageOutput:
+    def build(out):
+        words = pq.read_table(vocab.file("vocab.parquet"), columns=["word"])["word"]
+        sampler = NegativeSampler.load(negatives)
+
+        def epoch_batches(epoch: int) -> Iterator[Batch]:
+            chunks = pq.ParquetFile(pairs.file(epoch_file(epoch))).iter_batches(1 << 20)
+            return pair_batches(chunks, sampler, epoch, params.batch_size, params.seed)
+
+        with progress_bar("train", pairs.meta["pairs"]) as report:
+            result = train_sgns(
+                epoch_batches,
+                params.epochs,
+                pairs.meta["pairs"],
+                len(words),
+                params.dim,
+                params.lr,
+                params.seed,
+                params.device,
+                params.threads,
+                report,
+            )
+        pq.write_table(to_vectors_table(words, result.vectors), out / "vectors.parquet")
+        return {
+            "loss_per_epoch": result.loss_per_epoch,
+            "pairs": result.pairs,
+            "train_seconds": round(result.seconds, 3),
+            "pairs_per_second": round(result.pairs / result.seconds),
+            "device": result.device,
+        }
+
+    settings = params.subset("dim", "negative", "epochs", "lr", "batch_size", "seed")
+    return run_stage("train", VERSION, settings, [vocab.key, pairs.key, negatives.key], build)

@@ -1,0 +1,60 @@
+"""Vocab stage: word counts computed by DuckDB over the tokens, `min_count` and `max_vocab`
+applied; ids are ranks by count (ties broken by word), so id 0 is the most frequent word."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NONE
+
+from quijote.errors import QuijoteError
+from quijote.params import Params
+from storage.schemas import VOCAB
+from storage.stages import StageOutput, run_stage
+
+VERSION = 1
+
+_COUNT_SQL = """
+SELECT (row_number() OVER (ORDER BY count DESC, word) - 1)::INTEGER AS id, word, count
+FROM (
+    SELECT word, count(*)::BIGINT AS count
+    FROM (SELECT unnest(tokens) AS word FROM sentences)
+    GROUP BY word
+    HAVING count(*) >= $min_count
+)
+QUALIFY $max_vocab = 0 OR id < $max_vocab
+ORDER BY id
+"""
+
+
+def build_vocab(sentences: pa.Table | ds.Dataset, min_count: int, max_vocab: int = 0) -> pa.Table:
+    """Count every token with DuckDB (memory bounded by the number of distinct words) and keep
+    the words seen at least `min_count` times, at most `max_vocab` of them (0 = all)."""
+    with duckdb.connect() as con:
+        con.register("sentences", sentences)
+        table = con.execute(
+            _COUNT_SQL, {"min_count": min_count, "max_vocab": max_vocab}
+        ).to_arrow_table()
+        if table.num_rows == 0:
+            tokens = con.execute("SELECT sum(len(tokens)) FROM sentences").fetchone()[0] or 0
+            raise QuijoteError(
+                f"the vocabulary is empty: no word occurs {min_count} times or more in the corpus "
+                f"({tokens} tokens); lower min_count or use a larger corpus"
+            )
+    return table.cast(VOCAB)
+
+
+@task(name="vocab", cache_policy=NONE)
+def vocab_task(sentences: StageOutput, params: Params) -> StageOutput:
+    def build(out):
+        table = build_vocab(
+            ds.dataset(sentences.file("sentences.parquet")), params.min_count, params.max_vocab
+        )
+        pq.write_table(table, out / "vocab.parquet", compression="zstd")
+        return {"words": table.num_rows, "kept_tokens": int(pa.compute.sum(table["count"]).as_py())}
+
+    settings = params.subset("min_count", "max_vocab")
+    return run_stage("vocab", VERSION, settings, [sentences.key], build)

@@ -1,0 +1,387 @@
+"""Download stage: spec resolution, mirror, downloads (against a loopback server) and cleaning."""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import logging
+import re
+import socket
+import threading
+import time
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from quijote.errors import QuijoteError
+from storage.schemas import DOCUMENTS
+from tasks import download as dl
+
+CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+QUIJOTE = CORPORA / "quijote_pg2000.txt"
+SPANISH = "¿Dónde está el niño? ¡Años de pingüinos en la Mancha!\n"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dl, "BACKOFF_S", 0.0)
+
+
+# --- a loopback HTTP server -----------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes = b""
+    delay: float = 0.0
+
+
+@dataclass
+class Route:
+    replies: list[Reply]  # served in turn; the last one repeats
+    content_length: bool = True
+    hits: int = 0
+
+
+@dataclass
+class Server:
+    base: str
+    routes: dict[str, Route] = field(default_factory=dict)
+
+    def serve(self, path: str, *replies: Reply, content_length: bool = True) -> str:
+        self.routes[path] = Route(list(replies), content_length)
+        return self.base + path
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    state = Server("")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            route = state.routes.get(self.path)
+            if route is None:
+                self.send_error(404)
+                return
+            route.hits += 1
+            reply = route.replies[min(route.hits, len(route.replies)) - 1]
+            time.sleep(reply.delay)
+            try:
+                self.send_response(reply.status)
+                if route.content_length:
+                    self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout)
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    state.base = f"http://127.0.0.1:{httpd.server_port}"
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+# --- clean_text -----------------------------------------------------------------------------
+
+
+def test_clean_bom_crlf_and_nfc() -> None:
+    raw = codecs.BOM_UTF8 + "Espan\u0303a\r\nsen\u0303or\rfin\r\n".encode()
+    assert dl.clean_text(raw, "x") == "España\nseñor\nfin"
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("*** START OF THE PROJECT GUTENBERG EBOOK EL LIBRO ***", "*** END OF THE PROJECT"),
+        ("*** START OF THIS PROJECT GUTENBERG EBOOK OTRO ***", "*** END OF THIS PROJECT"),
+        ("***start of the project gutenberg ebook, tres ***", "***  end of the project"),
+    ],
+)
+def test_clean_strips_gutenberg_header_and_footer(start: str, end: str) -> None:
+    text = f"The Project Gutenberg eBook\r\nTitle: X\r\n{start}\r\n\r\nCapítulo I\r\n"
+    text += f"En un lugar\r\n{end} GUTENBERG EBOOK X ***\r\nLicence: Project Gutenberg\r\n"
+    assert dl.clean_text(text.encode(), "x") == "Capítulo I\nEn un lugar"
+
+
+def test_clean_keeps_text_without_markers() -> None:
+    assert dl.clean_text(b"  Title\n\nSome *** text\n", "x") == "Title\n\nSome *** text"
+
+
+@pytest.mark.skipif(not QUIJOTE.exists(), reason="shared corpora not present")
+def test_clean_real_quijote() -> None:
+    raw = QUIJOTE.read_bytes()
+    assert raw.startswith(codecs.BOM_UTF8) and b"\r\n" in raw
+    text = dl.clean_text(raw, str(QUIJOTE))
+    assert text.startswith("El ingenioso hidalgo don Quijote de la Mancha\n")
+    assert text.endswith("Vale.\n\nFin")
+    assert "Dulcinea" in text and "Rocinante" in text
+    assert "Gutenberg" not in text and "\r" not in text and "\ufeff" not in text
+    assert unicodedata.is_normalized("NFC", text)
+
+
+def test_clean_latin1_twin_is_identical(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger=dl.__name__):
+        latin1 = dl.clean_text(SPANISH.encode("latin-1"), "latin.txt")
+    assert latin1 == dl.clean_text(SPANISH.encode(), "utf8.txt")
+    assert "latin.txt" in caplog.text and "offset 0" in caplog.text
+
+
+def test_clean_cp1252_twin_is_identical() -> None:
+    text = "“Comillas” — y puntos… 5 €\n" + SPANISH
+    assert dl.clean_text(text.encode("cp1252"), "x") == dl.clean_text(text.encode(), "y")
+    assert dl.clean_text(b"a\x81b", "x") == "a\x81b"  # undefined in cp1252: kept as latin-1
+
+
+def test_clean_utf16_with_bom() -> None:
+    assert dl.clean_text(SPANISH.encode("utf-16"), "x") == SPANISH.strip()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", b"text" + bytes(range(1, 9)) * 50 + b"more text"],
+)
+def test_clean_rejects_binary(raw: bytes) -> None:
+    with pytest.raises(QuijoteError, match=r"^img\.png looks like a binary file, not text$"):
+        dl.clean_text(raw, "img.png")
+
+
+@pytest.mark.parametrize("raw", [b"", codecs.BOM_UTF8 + b" \r\n 1605 -- 1615\r\n"])
+def test_clean_rejects_empty(raw: bytes) -> None:
+    with pytest.raises(QuijoteError, match=r"^e\.txt is empty \(no text after cleaning\)$"):
+        dl.clean_text(raw, "e.txt")
+
+
+# --- fetch: local specs ---------------------------------------------------------------------
+
+
+def test_fetch_local_file(tmp_path: Path) -> None:
+    path = tmp_path / "libro.txt"
+    path.write_bytes(b"hola")
+    assert dl.fetch(str(path), None, tmp_path / "raw") == [
+        dl.RawFile(str(path), path, sha(b"hola"))
+    ]
+
+
+def test_fetch_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nada.txt"
+    with pytest.raises(
+        QuijoteError, match=f"^no such file or directory: {re.escape(str(missing))}$"
+    ):
+        dl.fetch(str(missing), None, tmp_path)
+
+
+@pytest.mark.parametrize("spec", ["quijot", "ftp://example.org/a.txt", "", "  "])
+def test_fetch_unrecognised(spec: str, tmp_path: Path) -> None:
+    with pytest.raises(QuijoteError, match="registered name \\(quijote\\), an http\\(s\\) URL"):
+        dl.fetch(spec, None, tmp_path)
+
+
+def test_fetch_directory(tmp_path: Path) -> None:
+    for name in ("b.txt", "a.txt", "c.md", ".hidden.txt"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.txt").write_text("d")
+    raws = dl.fetch(str(tmp_path), None, tmp_path / "raw")
+    assert [r.path.name for r in raws] == ["a.txt", "b.txt"]
+    assert raws[0] == dl.RawFile(str(tmp_path / "a.txt"), tmp_path / "a.txt", sha(b"a.txt"))
+
+
+def test_fetch_directory_without_txt(tmp_path: Path) -> None:
+    (tmp_path / "notes.md").write_text("x")
+    with pytest.raises(QuijoteError, match=r"^no \.txt files in directory "):
+        dl.fetch(str(tmp_path), None, tmp_path / "raw")
+
+
+# --- fetch: registered names and the mirror -------------------------------------------------
+
+BOOK = b"*** START OF THE PROJECT GUTENBERG EBOOK T ***\nEn un lugar de la Mancha\n"
+
+
+@pytest.fixture
+def tiny(monkeypatch: pytest.MonkeyPatch, server: Server) -> dl.Registered:
+    """A registered corpus `tiny` whose URL points at the loopback server."""
+    url = server.serve("/tiny.txt", Reply(200, BOOK))
+    entry = dl.Registered(url, sha(BOOK), len(BOOK), ("tiny.txt", "pg1.txt"))
+    monkeypatch.setitem(dl.REGISTERED, "tiny", entry)
+    return entry
+
+
+def test_registered_found_in_mirror_by_name(tmp_path: Path, tiny: dl.Registered) -> None:
+    (tmp_path / "pg1.txt").write_bytes(BOOK)
+    raw = dl.fetch("tiny", tmp_path, tmp_path / "raw")
+    assert raw == [dl.RawFile("tiny", tmp_path / "pg1.txt", tiny.sha256)]
+
+
+def test_registered_found_in_mirror_by_checksum(tmp_path: Path, tiny: dl.Registered) -> None:
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "deep" / "er" / "renamed.dat").write_bytes(BOOK)
+    (tmp_path / "same_size.txt").write_bytes(b"x" * len(BOOK))
+    [raw] = dl.fetch("tiny", tmp_path, tmp_path / "raw")
+    assert raw.path == tmp_path / "deep" / "er" / "renamed.dat"
+
+
+def test_registered_wrong_mirror_file_ignored_then_downloaded_once(
+    tmp_path: Path, server: Server, tiny: dl.Registered
+) -> None:
+    mirror, raw_dir = tmp_path / "mirror", tmp_path / "raw"
+    mirror.mkdir()
+    (mirror / "tiny.txt").write_bytes(BOOK.replace(b"Mancha", b"Manche"))
+    [raw] = dl.fetch("tiny", mirror, raw_dir)
+    assert raw == dl.RawFile("tiny", raw_dir / f"{tiny.sha256}.txt", tiny.sha256)
+    assert raw.path.read_bytes() == BOOK
+    assert dl.fetch("tiny", mirror, raw_dir) == [raw]  # the earlier download is reused
+    assert server.routes["/tiny.txt"].hits == 1
+    assert files_in(raw_dir) == [f"{tiny.sha256}.txt"]
+
+
+def test_registered_download_checksum_mismatch(
+    tmp_path: Path, server: Server, tiny: dl.Registered
+) -> None:
+    server.serve("/tiny.txt", Reply(200, b"something else"))
+    with pytest.raises(QuijoteError) as error:
+        dl.fetch("tiny", None, tmp_path)
+    assert tiny.sha256 in str(error.value) and sha(b"something else") in str(error.value)
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.skipif(not QUIJOTE.exists(), reason="shared corpora not present")
+def test_registered_quijote_in_shared_mirror(tmp_path: Path) -> None:
+    assert dl.fetch("quijote", CORPORA, tmp_path) == [
+        dl.RawFile("quijote", QUIJOTE, dl.REGISTERED["quijote"].sha256)
+    ]
+
+
+# --- fetch: URLs ----------------------------------------------------------------------------
+
+
+def test_url_download(tmp_path: Path, server: Server) -> None:
+    url = server.serve("/libros/a%20b.txt", Reply(200, BOOK))
+    [raw] = dl.fetch(url, tmp_path / "mirror", tmp_path)
+    assert raw == dl.RawFile(url, tmp_path / f"{sha(BOOK)}.txt", sha(BOOK))
+    assert raw.path.read_bytes() == BOOK
+    assert files_in(tmp_path) == [raw.path.name]
+
+
+def test_url_found_in_mirror_by_basename(tmp_path: Path, server: Server) -> None:
+    url = server.serve("/libros/a%20b.txt", Reply(200, BOOK))
+    (tmp_path / "a b.txt").write_bytes(b"local copy")
+    assert dl.fetch(url, tmp_path, tmp_path / "raw") == [
+        dl.RawFile(url, tmp_path / "a b.txt", sha(b"local copy"))
+    ]
+    assert server.routes["/libros/a%20b.txt"].hits == 0
+
+
+def test_url_retries_transient_errors(tmp_path: Path, server: Server) -> None:
+    url = server.serve("/flaky.txt", Reply(503), Reply(503), Reply(200, BOOK))
+    [raw] = dl.fetch(url, None, tmp_path)
+    assert raw.sha256 == sha(BOOK) and server.routes["/flaky.txt"].hits == 3
+
+
+def test_url_retries_timeouts(
+    tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dl, "TIMEOUT_S", 0.2)
+    url = server.serve("/slow.txt", Reply(200, BOOK, delay=0.5), Reply(200, BOOK))
+    assert dl.fetch(url, None, tmp_path)[0].sha256 == sha(BOOK)
+
+
+def test_url_gives_up_after_three_server_errors(tmp_path: Path, server: Server) -> None:
+    url = server.serve("/down.txt", Reply(500))
+    with pytest.raises(QuijoteError, match="HTTP 500"):
+        dl.fetch(url, None, tmp_path)
+    assert server.routes["/down.txt"].hits == 3
+
+
+def test_url_404_fails_at_once(tmp_path: Path, server: Server) -> None:
+    url = server.serve("/gone.txt", Reply(404))
+    with pytest.raises(
+        QuijoteError, match=r"^could not download .*/gone.txt \(HTTP 404 .*gone\.txt"
+    ):
+        dl.fetch(url, None, tmp_path)
+    assert server.routes["/gone.txt"].hits == 1
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("mirror", [None, Path("/some/mirror")])
+def test_url_unreachable(tmp_path: Path, mirror: Path | None) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/pg2000.txt"
+    with pytest.raises(QuijoteError) as error:
+        dl.fetch(url, mirror, tmp_path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"could not download {url} (")
+    assert "put pg2000.txt in" in message and "QUIJOTE_MIRROR" in message
+    assert (str(mirror) if mirror else "no mirror is set") in message
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+def test_url_size_bound(
+    tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch, content_length: bool
+) -> None:
+    monkeypatch.setattr(dl, "MAX_BYTES", 10)
+    url = server.serve("/big.txt", Reply(200, b"x" * 100), content_length=content_length)
+    with pytest.raises(QuijoteError, match="larger than the download limit of 10 bytes"):
+        dl.fetch(url, None, tmp_path)
+    assert server.routes["/big.txt"].hits == 1
+    assert files_in(tmp_path) == []
+
+
+# --- the task -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("QUIJOTE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("QUIJOTE_MIRROR", str(tmp_path / "mirror"))
+    return tmp_path
+
+
+def test_download_task_writes_documents_and_is_cached(home: Path) -> None:
+    books = home / "books"
+    books.mkdir()
+    (books / "a.txt").write_bytes(SPANISH.encode("latin-1"))
+    (books / "b.txt").write_bytes(BOOK)
+    first = dl.download.fn([str(books), str(books / "a.txt")])  # a.txt twice: kept once
+    assert not first.reused
+    assert first.meta["documents"] == 2
+    assert first.meta["sources"] == [str(books / "a.txt"), str(books / "b.txt")]
+    table = pq.read_table(first.file("documents.parquet"))
+    assert table.schema == DOCUMENTS
+    assert table.column("text").to_pylist() == [SPANISH.strip(), "En un lugar de la Mancha"]
+    assert first.meta["characters"] == sum(len(t) for t in table.column("text").to_pylist())
+    assert pq.ParquetFile(first.file("documents.parquet")).num_row_groups == 2
+
+    second = dl.download.fn([str(books)])
+    assert second.reused and second.key == first.key and second.path == first.path
+
+
+def test_download_task_needs_a_corpus(home: Path) -> None:
+    with pytest.raises(QuijoteError, match="no corpus"):
+        dl.download.fn([])

@@ -1,0 +1,95 @@
+"""The window, subsampling and noise distributions, checked statistically on generated data."""
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.negatives import NegativeSampler, noise_distribution
+from tasks.pairs import skipgram_pairs, window_pairs
+from tasks.subsample import keep_probabilities, subsample
+
+
+def test_keep_probability_rules() -> None:
+    counts = np.array([1000, 100, 10, 1])
+    f = counts / counts.sum()
+    t = 1e-2
+    expected = np.minimum(1, (np.sqrt(f / t) + 1) * t / f)
+    assert np.allclose(keep_probabilities(counts, t), expected)
+    assert np.allclose(keep_probabilities(counts, t, "paper"), np.minimum(1, np.sqrt(t / f)))
+    assert keep_probabilities(counts, t)[-1] == 1.0
+
+
+def test_subsampling_keeps_each_word_at_its_rate() -> None:
+    rng = np.random.default_rng(7)
+    counts = np.array([40_000, 20_000, 5_000, 500])
+    words = pa.array(["de", "la", "casa", "rucio"])
+    stream = rng.permutation(np.repeat(np.arange(4), counts))
+    tokens = [words[int(i)].as_py() for i in stream] + ["unknown"] * 100
+    batch = pa.record_batch(
+        [pa.array([0, 1], pa.int64()), pa.array([tokens[:30_000], tokens[30_000:]])],
+        names=["sentence_id", "tokens"],
+    )
+    keep = keep_probabilities(counts, 1e-2)
+    out = pa.Table.from_batches(list(subsample([batch], words, keep, np.random.default_rng(1))))
+    kept = np.bincount(out["ids"].combine_chunks().flatten().to_numpy(), minlength=4)
+    expected = counts * keep
+    sigma = np.sqrt(counts * keep * (1 - keep)) + 1e-9
+    assert np.all(np.abs(kept - expected) < 5 * sigma), (kept, expected)
+    assert kept[3] == counts[3]  # rare words are always kept
+
+
+def test_subsampling_is_seeded() -> None:
+    batch = pa.record_batch(
+        [pa.array([0], pa.int64()), pa.array([["a", "b"] * 500])], names=["sentence_id", "tokens"]
+    )
+    keep = np.array([0.5, 0.5])
+    runs = [
+        pa.Table.from_batches(list(subsample([batch], pa.array(["a", "b"]), keep, rng)))
+        for rng in (np.random.default_rng(3), np.random.default_rng(3))
+    ]
+    assert runs[0].equals(runs[1])
+
+
+def test_window_distances_follow_the_dynamic_window() -> None:
+    n, window = 200_000, 5
+    ids = np.arange(n, dtype=np.int32)
+    center, context = window_pairs(ids, np.array([n]), window, np.random.default_rng(0))
+    distance = np.abs(context.astype(np.int64) - center)
+    observed = np.bincount(distance, minlength=window + 2)[1:]
+    # P(context at distance d) = P(b >= d) = (window - d + 1) / window, on both sides.
+    expected = 2 * n * (window - np.arange(1, window + 1) + 1) / window
+    assert observed[window] == 0
+    assert np.allclose(observed[:window], expected, rtol=0.02), (observed, expected)
+    # one b per center: as many contexts on the left as on the right (away from the ends)
+    interior = (center >= window) & (center < n - window)
+    left = np.bincount(center[interior & (context < center)], minlength=n)
+    right = np.bincount(center[interior & (context > center)], minlength=n)
+    assert np.array_equal(left, right)
+
+
+def test_pairs_stay_inside_sentences_and_follow_text_order() -> None:
+    ids = pa.array([[1, 2, 3], [4, 5]], pa.list_(pa.int32()))
+    batch = pa.record_batch([pa.array([0, 1], pa.int64()), ids], names=["sentence_id", "ids"])
+    table = pa.Table.from_batches(list(skipgram_pairs([batch], 2, np.random.default_rng(0))))
+    pairs = list(zip(table["center"].to_pylist(), table["context"].to_pylist(), strict=True))
+    assert all((c <= 3) == (o <= 3) for c, o in pairs)
+    assert [c for c, _ in pairs] == sorted(c for c, _ in pairs)
+    assert {(4, 5), (5, 4)} <= set(pairs)
+
+
+def test_negatives_follow_count_to_the_three_quarters() -> None:
+    counts = np.array([10_000, 1_000, 100, 10, 1])
+    p = noise_distribution(counts)
+    assert np.allclose(p, counts**0.75 / (counts**0.75).sum())
+    sampler = NegativeSampler(p, k=5, seed=1)
+    draws = sampler.draw(sampler.epoch(0), 200_000)
+    assert draws.shape == (200_000, 5) and draws.dtype == np.int32
+    observed = np.bincount(draws.ravel(), minlength=5) / draws.size
+    sigma = np.sqrt(p * (1 - p) / draws.size)
+    assert np.all(np.abs(observed - p) < 5 * sigma), (observed, p)
+
+
+def test_negatives_are_reproduced_by_seed_and_epoch() -> None:
+    sampler = NegativeSampler(noise_distribution(np.array([5, 3, 1])), k=3, seed=9)
+    first = sampler.draw(sampler.epoch(2), 100)
+    assert np.array_equal(first, sampler.draw(sampler.epoch(2), 100))
+    assert not np.array_equal(first, sampler.draw(sampler.epoch(3), 100))

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.skipgram import init_embeddings, sgns_step, train_sgns
+from quijote.errors import QuijoteError
+
+
+def sgns_loss(w_in, w_out, center, context, negatives):
+    v = w_in[center]
+    positive = F.logsigmoid((w_out[context] * v).sum(1))
+    scores = torch.bmm(w_out[negatives], v.unsqueeze(2)).squeeze(2)
+    keep = (negatives != context.unsqueeze(1)).float()
+    return -(positive + (F.logsigmoid(-scores) * keep).sum(1)).sum()
+
+
+def test_update_is_minus_lr_times_the_autograd_gradient() -> None:
+    torch.manual_seed(0)
+    w_in, w_out = torch.randn(7, 4) * 0.3, torch.randn(7, 4) * 0.3
+    center = torch.tensor([0, 1, 1, 2, 6])  # repeated ids accumulate
+    context = torch.tensor([3, 2, 4, 4, 5])
+    negatives = torch.tensor([[4, 5], [2, 0], [6, 6], [4, 3], [1, 2]])  # some equal the context
+    a_in, a_out = w_in.clone().requires_grad_(), w_out.clone().requires_grad_()
+    expected_loss = sgns_loss(a_in, a_out, center, context, negatives)
+    expected_loss.backward()
+    lr = 0.5
+    loss = sgns_step(w_in, w_out, center, context, negatives, lr)
+    assert torch.allclose(loss, expected_loss.detach())
+    assert torch.allclose(w_in, a_in.detach() - lr * a_in.grad, atol=1e-6)
+    assert torch.allclose(w_out, a_out.detach() - lr * a_out.grad, atol=1e-6)
+
+
+def test_word2vec_initialisation() -> None:
+    w_in, w_out = init_embeddings(50, 10, seed=3)
+    assert w_in.abs().max() <= 0.5 / 10 and w_out.abs().max() == 0
+    assert torch.equal(w_in, init_embeddings(50, 10, seed=3)[0])
+
+
+def toy_corpus(vocab: int, batch: int, pairs: int = 40_000):
+    """Words 0..vocab/2-1 co-occur with each other, and so do the rest."""
+    half = vocab // 2
+
+    def epochs(epoch: int):
+        rng = np.random.default_rng(epoch)
+        group = rng.integers(0, 2, pairs) * half
+        center = (group + rng.integers(0, half, pairs)).astype(np.int32)
+        context = (group + rng.integers(0, half, pairs)).astype(np.int32)
+        negatives = rng.integers(0, vocab, (pairs, 5)).astype(np.int32)
+        for s in range(0, pairs, batch):
+            yield center[s : s + batch], context[s : s + batch], negatives[s : s + batch]
+
+    return epochs
+
+
+def test_training_learns_groups_and_is_reproducible() -> None:
+    epochs = toy_corpus(100, 1024)
+    result = train_sgns(epochs, 3, 120_000, 100, 16, 0.025, seed=1, device="cpu")
+    assert result.loss_per_epoch[-1] < result.loss_per_epoch[0] - 0.5
+    v = result.vectors / np.linalg.norm(result.vectors, axis=1, keepdims=True)
+    similarity = v @ v.T
+    assert similarity[0, 1:50].mean() > similarity[0, 50:].mean() + 0.5
+    again = train_sgns(epochs, 3, 120_000, 100, 16, 0.025, seed=1, device="cpu")
+    assert np.array_equal(result.vectors, again.vectors)
+
+
+def test_divergence_is_a_clear_error() -> None:
+    with pytest.raises(QuijoteError, match="training diverged in epoch 2"):
+        train_sgns(toy_corpus(10, 4096), 2, 80_000, 10, 16, 0.025, seed=1, device="cpu")

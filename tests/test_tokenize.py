@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import pyarrow as pa
+
+from tasks.tokenize import split_sentences, tokenize
+
+CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+
+
+def test_spanish_words_lowercased_punctuation_and_digits_dropped() -> None:
+    text = "¡Hola, Señor! ¿Qué tal «el niño» en 1605? Pingüino_azul; ÁRBOL.\n"
+    assert list(split_sentences(text)) == [
+        ["hola", "señor"],
+        ["qué", "tal", "el", "niño", "en"],
+        ["pingüino", "azul", "árbol"],
+    ]
+
+
+def test_line_wraps_do_not_break_sentences_but_paragraphs_do() -> None:
+    text = "En un lugar de la Mancha,\nde cuyo nombre\n\nno quiero acordarme"
+    assert list(split_sentences(text)) == [
+        ["en", "un", "lugar", "de", "la", "mancha", "de", "cuyo", "nombre"],
+        ["no", "quiero", "acordarme"],
+    ]
+
+
+def test_batches_number_sentences_across_documents() -> None:
+    batches = list(tokenize(["Uno. Dos.", "Tres. Cuatro. Cinco."], batch_rows=2))
+    table = pa.Table.from_batches(batches)
+    assert [b.num_rows for b in batches] == [2, 2, 1]
+    assert table["sentence_id"].to_pylist() == [0, 1, 2, 3, 4]
+    assert table["tokens"].to_pylist() == [["uno"], ["dos"], ["tres"], ["cuatro"], ["cinco"]]
+
+
+def test_quijote_opening_line() -> None:
+    text = (CORPORA / "quijote_pg2000.txt").read_text(encoding="utf-8-sig")
+    start = text.index("En un lugar de la Mancha")
+    first = next(split_sentences(text[start : start + 400]))
+    assert first[:8] == ["en", "un", "lugar", "de", "la", "mancha", "de", "cuyo"]

@@ -1,0 +1,317 @@
+"""The DuckDB warehouse: views and macros in plain SQL, run switching, read-only `quijote sql`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from quijote.errors import QuijoteError
+from storage import schemas, warehouse
+from storage.files import write_parquet
+from storage.paths import warehouse_path
+from storage.warehouse import RunRecord
+
+# Axes: royal, male, female. rey - hombre + mujer lands on reina.
+WORDS = ["rey", "reina", "hombre", "mujer", "niño", "niña"]
+VECTORS = np.array(
+    [[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1], [0.1, 1, 0.2], [0.1, 0.2, 1]], dtype=np.float32
+)
+OTHER_WORDS = ["molino", "gigante", "sancho", "dulcinea"]
+OTHER_VECTORS = np.eye(4, dtype=np.float32) + 0.1
+
+HOLD_LOCK = (  # a writer in another process: argv = database, seconds to hold it
+    "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+    "print('locked', flush=True); time.sleep(float(sys.argv[2]))"
+)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The data directory; its name has a quote and a space, which the view DDL must survive."""
+    path = tmp_path / "data d'Quijote"
+    monkeypatch.setenv("QUIJOTE_HOME", str(path))
+    return path
+
+
+def make_run(directory: Path, run_id: str, words: list[str], vectors: np.ndarray) -> RunRecord:
+    """Write a run's vocab and vectors Parquet under `directory` and describe the run."""
+    dim = vectors.shape[1]
+    vocab_path = directory / run_id / "vocab.parquet"
+    vectors_path = directory / run_id / "vectors.parquet"
+    ids = pa.array(range(len(words)), pa.int32())
+    counts = pa.array(range(len(words), 0, -1), pa.int64())
+    write_parquet(
+        vocab_path,
+        schemas.VOCAB,
+        [pa.record_batch([ids, pa.array(words), counts], schema=schemas.VOCAB)],
+    )
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim)
+    write_parquet(
+        vectors_path,
+        schemas.vectors(dim),
+        [pa.record_batch([pa.array(words), column], schema=schemas.vectors(dim))],
+    )
+    return RunRecord(
+        run_id=run_id,
+        started_at=datetime(2024, 4, 23, 10, 0, tzinfo=UTC),
+        finished_at=datetime(2024, 4, 23, 10, 5, tzinfo=UTC),
+        corpus=["quijote"],
+        params={"dim": dim, "window": 5},
+        metrics={"vocab_size": len(words), "loss_per_epoch": [2.5, 1.5]},
+        vocab_path=vocab_path,
+        vectors_path=vectors_path,
+        dim=dim,
+    )
+
+
+@pytest.fixture
+def run(home: Path) -> RunRecord:
+    record = make_run(home / "stages", "run-1", WORDS, VECTORS)
+    warehouse.register_run(record)
+    return record
+
+
+def cosine_ranking(target: np.ndarray, exclude: set[str]) -> list[tuple[str, float]]:
+    """The reference: every word but `exclude` by cosine similarity to `target`, best first."""
+    units = VECTORS / np.linalg.norm(VECTORS, axis=1, keepdims=True)
+    similarities = units @ (target / np.linalg.norm(target))
+    ranked = [(w, float(s)) for w, s in zip(WORDS, similarities, strict=True) if w not in exclude]
+    return sorted(ranked, key=lambda pair: -pair[1])
+
+
+def unit(word: str) -> np.ndarray:
+    vector = VECTORS[WORDS.index(word)]
+    return vector / np.linalg.norm(vector)
+
+
+def runs_table() -> list[tuple]:
+    with closing(duckdb.connect(str(warehouse_path()), read_only=True)) as conn:
+        return conn.execute(
+            "SELECT run_id, status, is_current FROM runs ORDER BY run_id"
+        ).fetchall()
+
+
+def vocab_words() -> list[str]:
+    with closing(duckdb.connect(str(warehouse_path()), read_only=True)) as conn:
+        return [w for (w,) in conn.execute("SELECT word FROM vocab ORDER BY id").fetchall()]
+
+
+def test_views_and_macros_work_from_a_plain_read_only_connection(home: Path, run: RunRecord):
+    assert warehouse_path() == home.resolve() / "warehouse.duckdb"
+    with closing(duckdb.connect(str(warehouse_path()), read_only=True)) as conn:
+        top = conn.execute("SELECT word, count FROM vocab ORDER BY count DESC LIMIT 2").fetchall()
+        assert top == [("rey", 6), ("reina", 5)]
+        assert conn.execute("SELECT DISTINCT typeof(vector) FROM vectors").fetchall() == [
+            ("FLOAT[3]",)
+        ]
+        near = conn.execute("SELECT * FROM neighbors('rey', 2)").fetchall()
+        assert [w for w, _ in near] == ["niño", "hombre"]
+        found = conn.execute("SELECT * FROM analogy('rey', 'hombre', 'mujer', 1)").fetchall()
+        assert found[0][0] == "reina"
+        row = conn.execute("SELECT run_id, corpus, dim, status, is_current FROM runs").fetchall()
+        assert row == [("run-1", ["quijote"], 3, "current", True)]
+
+
+def test_neighbors_are_ordered_by_cosine_without_the_word_itself(run: RunRecord):
+    expected = cosine_ranking(VECTORS[0], exclude={"rey"})
+    found = warehouse.neighbors("rey", k=10)
+    assert [w for w, _ in found] == [w for w, _ in expected]
+    assert [s for _, s in found] == pytest.approx([s for _, s in expected], abs=1e-6)
+    assert warehouse.neighbors("rey", k=2) == found[:2]
+
+
+def test_analogy_finds_the_constructed_answer_and_excludes_its_inputs(run: RunRecord):
+    target = unit("rey") - unit("hombre") + unit("mujer")
+    expected = cosine_ranking(target, exclude={"rey", "hombre", "mujer"})
+    found = warehouse.analogy("rey", "hombre", "mujer", k=10)
+    assert found[0][0] == "reina"
+    assert [w for w, _ in found] == [w for w, _ in expected]
+    assert [s for _, s in found] == pytest.approx([s for _, s in expected], abs=1e-6)
+
+
+def test_a_new_run_switches_the_views_and_is_the_only_current_one(home: Path, run: RunRecord):
+    warehouse.register_run(make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS))
+    assert vocab_words() == OTHER_WORDS
+    assert runs_table() == [("run-1", "kept", False), ("run-2", "current", True)]
+    assert warehouse.neighbors("molino", 1)[0][0] in OTHER_WORDS
+    assert warehouse.query("SELECT DISTINCT typeof(vector) FROM vectors")[1] == [("FLOAT[4]",)]
+    current = warehouse.current_run()
+    assert current is not None
+    assert current["run_id"] == "run-2"
+    assert current["params"] == {"dim": 4, "window": 5}
+    assert current["metrics"]["loss_per_epoch"] == [2.5, 1.5]
+
+
+def test_a_kept_run_leaves_the_views_alone(home: Path, run: RunRecord):
+    warehouse.register_run(
+        make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS), make_current=False
+    )
+    assert vocab_words() == WORDS
+    assert runs_table() == [("run-1", "current", True), ("run-2", "kept", False)]
+    current = warehouse.current_run()
+    assert current is not None and current["run_id"] == "run-1"
+
+
+def test_registering_a_run_again_replaces_its_row_and_keeps_it_current(run: RunRecord):
+    again = RunRecord(**{**vars(run), "metrics": {"vocab_size": 6, "loss_per_epoch": [1.0]}})
+    warehouse.register_run(again, make_current=False)
+    assert runs_table() == [("run-1", "current", True)]
+    current = warehouse.current_run()
+    assert current is not None and current["metrics"]["loss_per_epoch"] == [1.0]
+
+
+def test_a_failed_registration_changes_nothing(home: Path, run: RunRecord):
+    broken = make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS)
+    with pytest.raises(QuijoteError, match="cannot register run run-2"):
+        warehouse.register_run(RunRecord(**{**vars(broken), "dim": 3}))
+    assert runs_table() == [("run-1", "current", True)]
+    assert vocab_words() == WORDS
+
+
+def test_registration_needs_files_inside_the_data_directory(tmp_path: Path, run: RunRecord):
+    outside = make_run(tmp_path / "elsewhere", "run-2", OTHER_WORDS, OTHER_VECTORS)
+    with pytest.raises(QuijoteError, match="outside the data directory"):
+        warehouse.register_run(outside)
+    missing = RunRecord(**{**vars(run), "run_id": "run-3", "vocab_path": run.vocab_path.parent})
+    with pytest.raises(QuijoteError, match="no such file"):
+        warehouse.register_run(missing)
+    assert runs_table() == [("run-1", "current", True)]
+
+
+def test_query_runs_read_statements(run: RunRecord):
+    top = warehouse.query("SELECT word, count FROM vocab ORDER BY count DESC LIMIT 2")
+    assert top == (["word", "count"], [("rey", 6), ("reina", 5)])
+    assert warehouse.query("SELECT * FROM neighbors('rey', 1)")[1][0][0] == "niño"
+    assert "library_version" in warehouse.query("PRAGMA version")[0]
+    assert warehouse.query("EXPLAIN SELECT * FROM vectors")[0] == ["explain_key", "explain_value"]
+    assert warehouse.query("EXPLAIN ANALYZE SELECT count(*) FROM vocab")[1]
+    assert ("vector", "FLOAT[3]") in [row[:2] for row in warehouse.query("DESCRIBE vectors")[1]]
+    assert warehouse.query("SELECT 1 AS a; SELECT 2 AS b") == (["b"], [(2,)])
+    vocab = str(run.vocab_path).replace("'", "''")
+    assert warehouse.query(f"SELECT count(*) FROM read_parquet('{vocab}')")[1] == [(6,)]
+
+
+@pytest.mark.parametrize(
+    ("sql", "kind"),
+    [
+        ("DROP TABLE runs", "DROP"),
+        ("INSERT INTO runs (run_id) VALUES ('x')", "INSERT"),
+        ("UPDATE runs SET status = 'kept'", "UPDATE"),
+        ("COPY runs TO '{home}/out.csv'", "COPY"),
+        ("EXPLAIN ANALYZE COPY runs TO '{home}/out.csv'", "COPY"),
+        ("ATTACH '{home}/out.duckdb' AS other", "ATTACH"),
+        ("INSTALL vss", "LOAD"),
+        ("LOAD vss", "LOAD"),
+        ("SET threads = 1", "SET"),
+        ("CREATE TABLE t AS SELECT 1", "CREATE"),
+        ("SELECT 1; DROP TABLE runs", "DROP"),
+    ],
+)
+def test_query_rejects_everything_but_reads(home: Path, run: RunRecord, sql: str, kind: str):
+    before = runs_table()
+    statement = sql.format(home=str(home).replace("'", "''"))
+    message = f"quijote sql is read-only: {kind} statements are not allowed"
+    with pytest.raises(QuijoteError, match=message):
+        warehouse.query(statement)
+    assert runs_table() == before
+    assert not (home / "out.csv").exists()
+    assert not (home / "out.duckdb").exists()
+
+
+def test_query_cannot_read_outside_the_data_directory(tmp_path: Path, run: RunRecord):
+    outside = tmp_path / "outside.csv"
+    outside.write_text("a,b\n1,2\n")
+    for path in (outside, Path("/etc/passwd")):
+        with pytest.raises(QuijoteError, match="Permission Error"):
+            warehouse.query(f"SELECT * FROM read_csv('{path}')")
+
+
+def test_query_errors_are_one_line(run: RunRecord):
+    with pytest.raises(QuijoteError, match=r"^Catalog Error: Table with name nowhere") as error:
+        warehouse.query("SELECT * FROM nowhere")
+    assert "\n" not in str(error.value)
+    with pytest.raises(QuijoteError, match=r"^Parser Error"):
+        warehouse.query("SELEC 1")
+    with pytest.raises(QuijoteError, match="no SQL statement"):
+        warehouse.query("  ")
+
+
+def test_unknown_words_are_named(run: RunRecord):
+    with pytest.raises(QuijoteError) as error:
+        warehouse.neighbors("xyz")
+    assert str(error.value) == "'xyz' is not in the vocabulary of the current run"
+    with pytest.raises(QuijoteError, match=r"^'dragón' is not in the vocabulary"):
+        warehouse.analogy("rey", "dragón", "mujer")
+    with pytest.raises(QuijoteError, match="k must be at least 1"):
+        warehouse.neighbors("rey", k=0)
+
+
+def test_a_missing_warehouse_is_explained(home: Path):
+    for call in (warehouse.connect_read_only, lambda: warehouse.neighbors("rey")):
+        with pytest.raises(QuijoteError, match=r"no warehouse yet at .*: run `quijote run` first"):
+            call()
+    with pytest.raises(QuijoteError, match="no warehouse yet"):
+        warehouse.query("SELECT 1")
+    assert warehouse.current_run() is None
+    assert not warehouse_path().exists()
+
+
+def test_a_warehouse_without_a_current_run(home: Path):
+    record = make_run(home / "stages", "run-1", WORDS, VECTORS)
+    with pytest.raises(QuijoteError, match="cannot register run run-1"):
+        warehouse.register_run(RunRecord(**{**vars(record), "dim": 4}))
+    assert warehouse.current_run() is None
+    assert warehouse.query("SELECT count(*) FROM runs") == (["count_star()"], [(0,)])
+    warehouse.register_run(record, make_current=False)
+    assert warehouse.current_run() is None
+    with pytest.raises(QuijoteError, match="no current run"):
+        warehouse.neighbors("rey")
+
+
+def test_read_only_connections_can_be_open_together(run: RunRecord):
+    with closing(warehouse.connect_read_only()) as conn:
+        assert warehouse.neighbors("rey", 1)[0][0] == "niño"
+        assert conn.execute("SELECT count(*) FROM vocab").fetchall() == [(6,)]
+        with pytest.raises(duckdb.Error, match="locked"):
+            conn.execute("SET enable_external_access = true")
+
+
+def test_readers_wait_for_a_writer_then_fail_clearly(run: RunRecord, monkeypatch):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(warehouse_path()), "0.8"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        monkeypatch.setattr(warehouse, "LOCK_WAIT_S", 0.2)
+        with pytest.raises(QuijoteError, match="cannot open the warehouse: IO Error: Could not"):
+            warehouse.connect_read_only()
+        monkeypatch.setattr(warehouse, "LOCK_WAIT_S", 10.0)
+        assert warehouse.neighbors("rey", 1)[0][0] == "niño"
+    finally:
+        holder.wait(timeout=10)
+
+
+def test_vss_loads_offline_and_builds_an_hnsw_index():
+    path = warehouse.vss_extension_path()
+    with closing(duckdb.connect()) as conn:
+        conn.execute(f"LOAD '{path}'")
+        conn.execute("CREATE TABLE t (word VARCHAR, vector FLOAT[3])")
+        conn.executemany(
+            "INSERT INTO t VALUES (?, ?)", list(zip(WORDS, VECTORS.tolist(), strict=True))
+        )
+        conn.execute("CREATE INDEX t_hnsw ON t USING HNSW (vector) WITH (metric = 'cosine')")
+        sql = (
+            "SELECT word FROM t ORDER BY array_cosine_distance(vector, [1, 1, 0]::FLOAT[3]) LIMIT 2"
+        )
+        assert "HNSW_INDEX_SCAN" in conn.execute("EXPLAIN " + sql).fetchall()[0][1]
+        assert conn.execute(sql).fetchall() == [("rey",), ("niño",)]
