@@ -4,6 +4,7 @@ that need them, so queries start fast; every user error is one line on stderr.""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -51,6 +52,25 @@ def _prepare_prefect() -> None:
     os.environ.setdefault("PREFECT_HOME", str(data_home() / "prefect"))
 
 
+class _HideUserErrors(logging.Filter):
+    """Drop Prefect's console records of a QuijoteError (tracebacks, failed states): the CLI
+    prints the one-line message itself. The API handler still sends them to the UI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, QuijoteError):
+            return False
+        return not (record.levelno >= logging.ERROR and "QuijoteError" in record.getMessage())
+
+
+def _quiet_console() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.addFilter(_HideUserErrors())
+
+
 def _parse_settings(pairs: list[str]) -> dict[str, str]:
     settings = {}
     for pair in pairs:
@@ -76,6 +96,7 @@ def run(
     _prepare_prefect()
     from flows.quijote_embeddings import DEFAULT_CORPUS, quijote_embeddings
 
+    _quiet_console()
     summary = quijote_embeddings(tuple(corpus or DEFAULT_CORPUS), settings)
     _print_summary(summary)
 

@@ -4,8 +4,8 @@ export) and the run's registration in the DuckDB warehouse."""
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
+import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +48,8 @@ def write_word2vec(vectors_parquet: Path, out: Path) -> int:
 
 
 def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+    """Sortable by time, unique by a random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
 def stage_summary(stages: Mapping[str, StageOutput]) -> dict[str, dict[str, Any]]:
@@ -70,7 +71,7 @@ def publish_task(
     """Write the run directory and make the run the warehouse's current one."""
     run_dir = runs_dir() / run_id
     links = run_dir / "stages"
-    links.mkdir(parents=True, exist_ok=True)
+    links.mkdir(parents=True)
     for name, output in stages.items():
         (links / name).symlink_to(output.path, target_is_directory=True)
     vectors_path = stages["train"].file("vectors.parquet")

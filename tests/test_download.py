@@ -21,9 +21,8 @@ import pytest
 from quijote.errors import QuijoteError
 from storage.schemas import DOCUMENTS
 from tasks import download as dl
+from tests.data import CORPORA, QUIJOTE
 
-CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
-QUIJOTE = CORPORA / "quijote_pg2000.txt"
 SPANISH = "¿Dónde está el niño? ¡Años de pingüinos en la Mancha!\n"
 
 

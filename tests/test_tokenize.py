@@ -1,10 +1,7 @@
-from pathlib import Path
-
 import pyarrow as pa
 
 from tasks.tokenize import split_sentences, tokenize
-
-CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+from tests.data import QUIJOTE
 
 
 def test_spanish_words_lowercased_punctuation_and_digits_dropped() -> None:
@@ -33,7 +30,7 @@ def test_batches_number_sentences_across_documents() -> None:
 
 
 def test_quijote_opening_line() -> None:
-    text = (CORPORA / "quijote_pg2000.txt").read_text(encoding="utf-8-sig")
+    text = QUIJOTE.read_text(encoding="utf-8-sig")
     start = text.index("En un lugar de la Mancha")
     first = next(split_sentences(text[start : start + 400]))
     assert first[:8] == ["en", "un", "lugar", "de", "la", "mancha", "de", "cuyo"]

@@ -28,5 +28,5 @@ def test_min_count_and_max_vocab() -> None:
 
 
 def test_empty_vocabulary_is_a_clear_error() -> None:
-    with pytest.raises(QuijoteError, match="vocabulary is empty.*min_count"):
+    with pytest.raises(QuijoteError, match=r"vocabulary is empty.*min_count"):
         build_vocab(sentences(["a", "b"]), min_count=5)

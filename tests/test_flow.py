@@ -1,0 +1,85 @@
+"""The whole flow on a slice of the Quijote, through Prefect: artifacts, warehouse, cache."""
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from gensim.models import KeyedVectors
+
+from flows.quijote_embeddings import quijote_embeddings
+from storage import schemas, warehouse
+from tasks.publish import read_vectors, write_word2vec
+from tests.data import quijote_slice
+
+SMALL = {"dim": 24, "epochs": 2, "min_count": 3}
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> str:
+    path = tmp_path / "quijote_slice.txt"
+    path.write_text(quijote_slice(30_000), encoding="utf-8")
+    return str(path)
+
+
+def test_flow_writes_every_stage_and_publishes(prefect_api, home: Path, corpus: str) -> None:
+    summary = quijote_embeddings((corpus,), SMALL)
+    stages = home / "stages"
+    expected = {
+        "download": ("documents.parquet", schemas.DOCUMENTS),
+        "tokenize": ("sentences.parquet", schemas.SENTENCES),
+        "vocab": ("vocab.parquet", schemas.VOCAB),
+        "subsample": ("epoch-001.parquet", schemas.SUBSAMPLED),
+        "pairs": ("epoch-001.parquet", schemas.PAIRS),
+        "negatives": ("noise.parquet", schemas.NOISE),
+        "train": ("vectors.parquet", schemas.vectors(24)),
+    }
+    for stage, (name, schema) in expected.items():
+        key = summary["stages"][stage]["key"]
+        assert pq.read_schema(stages / stage / key / name) == schema, stage
+    metrics = summary["metrics"]
+    assert 29_000 < metrics["corpus_words"] < 31_000
+    assert len(metrics["loss_per_epoch"]) == 2
+    assert metrics["loss_per_epoch"][1] < metrics["loss_per_epoch"][0]
+
+    run_dir = Path(summary["run_dir"])
+    assert (run_dir / "manifest.json").exists()
+    assert (run_dir / "stages" / "train" / "vectors.parquet").exists()
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        (current,) = con.execute("SELECT run_id FROM runs WHERE is_current").fetchone()
+        top = con.execute("SELECT word FROM neighbors('sancho', 5)").fetchall()
+        (vocab_size,) = con.execute("SELECT count(*) FROM vocab").fetchone()
+    assert current == summary["run_id"]
+    assert len(top) == 5 and ("sancho",) not in top
+    assert vocab_size == metrics["vocab_size"]
+
+
+def test_word2vec_export_round_trip_through_gensim(prefect_api, home: Path, corpus: str) -> None:
+    quijote_embeddings((corpus,), SMALL)
+    run = warehouse.current_run()
+    out = home / "vectors.txt"
+    write_word2vec(Path(run["vectors_path"]), out)
+    loaded = KeyedVectors.load_word2vec_format(str(out), binary=False)
+    words, vectors = read_vectors(Path(run["vectors_path"]))
+    assert loaded.index_to_key == words
+    assert np.allclose(loaded.vectors, vectors, atol=1e-5)
+    by_gensim = [w for w, _ in loaded.most_similar("sancho", topn=5)]
+    assert by_gensim == [w for w, _ in warehouse.neighbors("sancho", 5)]
+
+
+def test_second_run_reuses_every_stage_and_a_change_reruns_downstream(
+    prefect_api, home: Path, corpus: str
+) -> None:
+    first = quijote_embeddings((corpus,), SMALL)
+    assert not any(s["reused"] for s in first["stages"].values())
+    again = quijote_embeddings((corpus,), SMALL)
+    assert all(s["reused"] for s in again["stages"].values())
+    assert again["stages"] == {k: {**v, "reused": True} for k, v in first["stages"].items()}
+
+    changed = quijote_embeddings((corpus,), {**SMALL, "epochs": 3})
+    reused = {name for name, s in changed["stages"].items() if s["reused"]}
+    assert reused == {"download", "tokenize", "vocab", "negatives"}
+    runs = [r for (r,) in duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+            .execute("SELECT run_id FROM runs ORDER BY started_at").fetchall()]  # fmt: skip
+    assert runs == [first["run_id"], again["run_id"], changed["run_id"]]
