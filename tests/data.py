@@ -1,7 +1,15 @@
-"""Test data: slices of ../shared/corpora (never copied into the project)."""
+"""Test data: slices of ../shared/corpora (never copied into the project) and small runs."""
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from storage import schemas
+from storage.files import write_parquet
+from storage.warehouse import RunRecord
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 QUIJOTE = CORPORA / "quijote_pg2000.txt"
@@ -14,3 +22,43 @@ def quijote_slice(words: int) -> str:
     ends = re.finditer(r"\S+", body)
     last = next(m for i, m in enumerate(ends, 1) if i == words)
     return body[: last.end()] + "\n"
+
+
+# Axes: royal, male, female. rey - hombre + mujer lands on reina.
+WORDS = ["rey", "reina", "hombre", "mujer", "niño", "niña"]
+VECTORS = np.array(
+    [[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1], [0.1, 1, 0.2], [0.1, 0.2, 1]], dtype=np.float32
+)
+OTHER_WORDS = ["molino", "gigante", "sancho", "dulcinea"]
+OTHER_VECTORS = np.eye(4, dtype=np.float32) + 0.1
+
+
+def make_run(directory: Path, run_id: str, words: list[str], vectors: np.ndarray) -> RunRecord:
+    """Write a run's vocab and vectors Parquet under `directory` and describe the run."""
+    dim = vectors.shape[1]
+    vocab_path = directory / run_id / "vocab.parquet"
+    vectors_path = directory / run_id / "vectors.parquet"
+    ids = pa.array(range(len(words)), pa.int32())
+    counts = pa.array(range(len(words), 0, -1), pa.int64())
+    write_parquet(
+        vocab_path,
+        schemas.VOCAB,
+        [pa.record_batch([ids, pa.array(words), counts], schema=schemas.VOCAB)],
+    )
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim)
+    write_parquet(
+        vectors_path,
+        schemas.vectors(dim),
+        [pa.record_batch([pa.array(words), column], schema=schemas.vectors(dim))],
+    )
+    return RunRecord(
+        run_id=run_id,
+        started_at=datetime(2024, 4, 23, 10, 0, tzinfo=UTC),
+        finished_at=datetime(2024, 4, 23, 10, 5, tzinfo=UTC),
+        corpus=["quijote"],
+        params={"dim": dim, "window": 5},
+        metrics={"vocab_size": len(words), "loss_per_epoch": [2.5, 1.5]},
+        vocab_path=vocab_path,
+        vectors_path=vectors_path,
+        dim=dim,
+    )

@@ -5,27 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 from contextlib import closing
-from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from quijote.errors import QuijoteError
-from storage import schemas, warehouse
-from storage.files import write_parquet
+from storage import warehouse
 from storage.paths import warehouse_path
 from storage.warehouse import RunRecord
-
-# Axes: royal, male, female. rey - hombre + mujer lands on reina.
-WORDS = ["rey", "reina", "hombre", "mujer", "niño", "niña"]
-VECTORS = np.array(
-    [[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1], [0.1, 1, 0.2], [0.1, 0.2, 1]], dtype=np.float32
-)
-OTHER_WORDS = ["molino", "gigante", "sancho", "dulcinea"]
-OTHER_VECTORS = np.eye(4, dtype=np.float32) + 0.1
+from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run
 
 HOLD_LOCK = (  # a writer in another process: argv = database, seconds to hold it
     "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
@@ -39,37 +29,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "data d'Quijote"
     monkeypatch.setenv("QUIJOTE_HOME", str(path))
     return path
-
-
-def make_run(directory: Path, run_id: str, words: list[str], vectors: np.ndarray) -> RunRecord:
-    """Write a run's vocab and vectors Parquet under `directory` and describe the run."""
-    dim = vectors.shape[1]
-    vocab_path = directory / run_id / "vocab.parquet"
-    vectors_path = directory / run_id / "vectors.parquet"
-    ids = pa.array(range(len(words)), pa.int32())
-    counts = pa.array(range(len(words), 0, -1), pa.int64())
-    write_parquet(
-        vocab_path,
-        schemas.VOCAB,
-        [pa.record_batch([ids, pa.array(words), counts], schema=schemas.VOCAB)],
-    )
-    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim)
-    write_parquet(
-        vectors_path,
-        schemas.vectors(dim),
-        [pa.record_batch([pa.array(words), column], schema=schemas.vectors(dim))],
-    )
-    return RunRecord(
-        run_id=run_id,
-        started_at=datetime(2024, 4, 23, 10, 0, tzinfo=UTC),
-        finished_at=datetime(2024, 4, 23, 10, 5, tzinfo=UTC),
-        corpus=["quijote"],
-        params={"dim": dim, "window": 5},
-        metrics={"vocab_size": len(words), "loss_per_epoch": [2.5, 1.5]},
-        vocab_path=vocab_path,
-        vectors_path=vectors_path,
-        dim=dim,
-    )
 
 
 @pytest.fixture
