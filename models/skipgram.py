@@ -27,7 +27,8 @@ Progress = Callable[[int, int, int, float], None]  # epoch, pairs done, pairs to
 @dataclass
 class TrainResult:
     vectors: np.ndarray  # (vocab, dim) float32: the input embeddings, the word vectors
-    loss_per_epoch: list[float]  # mean SGNS loss per pair
+    loss_per_epoch: list[float]  # mean SGNS loss per training pair, during the epoch
+    heldout_loss_per_epoch: list[float]  # mean loss on the held-out pairs after each epoch
     pairs: int
     seconds: float
     device: str
@@ -47,18 +48,15 @@ def init_embeddings(vocab_size: int, dim: int, seed: int) -> tuple[torch.Tensor,
     return w_in, torch.zeros(vocab_size, dim)
 
 
-def sgns_step(
+def _forward(
     w_in: torch.Tensor,
     w_out: torch.Tensor,
     center: torch.Tensor,
     context: torch.Tensor,
     negatives: torch.Tensor,
-    lr: float,
-) -> torch.Tensor:
-    """One SGD step on a batch, in place; returns the summed loss of the batch (before it).
-
-    Negatives that happen to equal the pair's context are skipped, as in word2vec.
-    """
+) -> tuple[torch.Tensor, ...]:
+    """Targets (context then negatives), the vectors involved, scores u·v, the label of each
+    score and its weight (0 for a negative that equals the pair's context, as in word2vec)."""
     targets = torch.cat([context.unsqueeze(1), negatives], dim=1)  # (B, 1+K)
     v = w_in[center]  # (B, d)
     u = w_out[targets]  # (B, 1+K, d)
@@ -67,14 +65,48 @@ def sgns_step(
     labels[:, 0] = 1
     weight = torch.ones_like(scores)
     weight[:, 1:] = (negatives != context.unsqueeze(1)).to(scores.dtype)
+    return targets, v, u, scores, labels, weight
+
+
+def _loss(scores: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Summed SGNS loss: -log sigmoid(u_o·v) - sum over k of log sigmoid(-u_k·v)."""
     signed = torch.where(labels.bool(), scores, -scores)
-    loss = -(F.logsigmoid(signed) * weight).sum()
+    return -(F.logsigmoid(signed) * weight).sum()
+
+
+def sgns_step(
+    w_in: torch.Tensor,
+    w_out: torch.Tensor,
+    center: torch.Tensor,
+    context: torch.Tensor,
+    negatives: torch.Tensor,
+    lr: float,
+) -> torch.Tensor:
+    """One SGD step on a batch, in place; returns the summed loss of the batch (before it)."""
+    targets, v, u, scores, labels, weight = _forward(w_in, w_out, center, context, negatives)
+    loss = _loss(scores, labels, weight)
     g = (labels - torch.sigmoid(scores)) * weight * lr  # (B, 1+K)
     grad_v = torch.bmm(g.unsqueeze(1), u).squeeze(1)  # (B, d)
     grad_u = g.unsqueeze(2) * v.unsqueeze(1)  # (B, 1+K, d)
     w_out.index_add_(0, targets.reshape(-1), grad_u.reshape(-1, w_out.shape[1]))
     w_in.index_add_(0, center, grad_v)
     return loss
+
+
+@torch.no_grad()
+def mean_loss(
+    w_in: torch.Tensor, w_out: torch.Tensor, pairs: tuple[torch.Tensor, ...], chunk: int = 1 << 16
+) -> float:
+    """Mean SGNS loss per pair of (centers, contexts, negatives), without updating anything."""
+    center, context, negatives = pairs
+    total = torch.zeros((), device=w_in.device)
+    for start in range(0, len(center), chunk):
+        part = slice(start, start + chunk)
+        _, _, _, scores, labels, weight = _forward(
+            w_in, w_out, center[part], context[part], negatives[part]
+        )
+        total += _loss(scores, labels, weight)
+    return float(total) / max(len(center), 1)
 
 
 def train_sgns(
@@ -88,15 +120,18 @@ def train_sgns(
     device: str = "auto",
     threads: int = 0,
     on_progress: Progress | None = None,
+    heldout: Batch | None = None,
 ) -> TrainResult:
-    """Train on `epochs(e)`'s batches for e in range(n_epochs).
+    """Train on `epochs(e)`'s batches for e in range(n_epochs); measure the loss on the
+    `heldout` pairs after each epoch.
 
     The learning rate decays linearly from `lr` to `lr * 1e-4` over all `total_pairs`.
     """
     torch.set_num_threads(threads or os.cpu_count() or 1)
     target = pick_device(device)
     w_in, w_out = (w.to(target) for w in init_embeddings(vocab_size, dim, seed))
-    done, losses = 0, []
+    held = tuple(_tensor(a, target) for a in heldout) if heldout and len(heldout[0]) else None
+    done, losses, heldout_losses = 0, [], []
     started = time.perf_counter()
     for epoch in range(n_epochs):
         loss_sum, pairs = torch.zeros((), device=target), 0
@@ -105,9 +140,9 @@ def train_sgns(
             loss_sum += sgns_step(
                 w_in,
                 w_out,
-                torch.from_numpy(center).to(target, torch.long),
-                torch.from_numpy(context).to(target, torch.long),
-                torch.from_numpy(negatives).to(target, torch.long),
+                _tensor(center, target),
+                _tensor(context, target),
+                _tensor(negatives, target),
                 step_lr,
             )
             pairs += len(center)
@@ -120,12 +155,19 @@ def train_sgns(
                 f"training diverged in epoch {epoch + 1} (loss is not finite): lower lr or "
                 f"batch_size (a vocabulary of {vocab_size} words is small for batches this large)"
             )
+        if held:
+            heldout_losses.append(mean_loss(w_in, w_out, held))
         if on_progress:
             on_progress(epoch, done, total_pairs, losses[-1])
     return TrainResult(
         vectors=w_in.cpu().numpy(),
         loss_per_epoch=losses,
+        heldout_loss_per_epoch=heldout_losses,
         pairs=done,
         seconds=time.perf_counter() - started,
         device=str(target),
     )
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.tensor(array, dtype=torch.long, device=device)

@@ -102,7 +102,6 @@ def run(
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    from storage import warehouse
     from storage.paths import warehouse_path
 
     metrics = summary["metrics"]
@@ -114,18 +113,20 @@ def _print_summary(summary: dict[str, Any]) -> None:
     )
     losses = ", ".join(f"{loss:.4f}" for loss in metrics["loss_per_epoch"])
     out.print(f"loss per epoch: {losses}")
+    if metrics["heldout_loss"] is not None:
+        out.print(f"held-out loss: {metrics['heldout_loss']:.4f}")
     stages = " · ".join(
         f"{name} " + ("reused" if s["reused"] else f"{s['seconds']:.1f}s")
         for name, s in summary["stages"].items()
     )
     out.print(f"stages: {stages}")
     for word in ("quijote", "sancho", "dulcinea"):
-        try:
-            near = warehouse.neighbors(word, 8)
-        except QuijoteError:
-            continue
-        out.print(f"  {word}: " + ", ".join(w for w, _ in near))
-    out.print(f"run directory: {summary['run_dir']}")
+        if word in summary["neighbours"]:
+            out.print(f"  {word}: " + ", ".join(summary["neighbours"][word]))
+    gate = metrics["gate"]
+    verdict = "passed: this run is now current" if gate["passed"] else "REJECTED: run kept"
+    out.print(f"quality gate {verdict} ({'; '.join(gate['reasons'])})")
+    out.print(f"run directory: {summary['run_dir']} (report.md, loss.png, map.png)")
     out.print(f"warehouse: {warehouse_path()}")
     out.print("try: quijote sql \"SELECT * FROM neighbors('dulcinea', 10)\"")
 
@@ -159,7 +160,7 @@ def train(
         raise QuijoteError(f"unknown format {format_!r}: use word2vec or parquet")
     started = time.perf_counter()
     from flows.quijote_embeddings import DEFAULT_CORPUS, train_stages
-    from tasks.publish import write_word2vec
+    from storage.vectors import write_word2vec
 
     stages = train_stages(list(corpus or DEFAULT_CORPUS), params, orchestrated=False)
     vectors = stages["train"].file("vectors.parquet")
@@ -247,7 +248,7 @@ def export(
     """Export the current run's vectors: word2vec text (gensim), TensorBoard projector TSVs,
     or Parquet."""
     from storage import warehouse
-    from tasks.publish import write_projector, write_word2vec
+    from storage.vectors import write_projector, write_word2vec
 
     run_row = warehouse.current_run()
     if run_row is None:

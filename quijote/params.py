@@ -22,6 +22,7 @@ class Params:
     sample: float = 1e-3  # subsampling threshold t
     subsample_rule: str = "word2vec"  # "word2vec": (sqrt(f/t)+1)*t/f; "paper": 1-sqrt(t/f)
     epochs: int = 5
+    heldout: float = 0.01  # share of sentences kept out of training for the validation loss
     lr: float = 0.025  # start learning rate, decays linearly to lr * 1e-4
     batch_size: int = 4096  # (center, context) pairs per SGD step
     seed: int = 1
@@ -38,6 +39,7 @@ class Params:
             "sample": self.sample > 0,
             "subsample_rule": self.subsample_rule in ("word2vec", "paper"),
             "epochs": self.epochs >= 1,
+            "heldout": 0 <= self.heldout < 0.5,
             "lr": self.lr > 0,
             "batch_size": self.batch_size >= 1,
             "device": self.device in ("auto", "cpu", "cuda"),
@@ -80,6 +82,7 @@ _RULES = {
     "sample": "must be a number > 0 (1e-3 is the word2vec default)",
     "subsample_rule": "must be 'word2vec' or 'paper'",
     "epochs": "must be an integer >= 1",
+    "heldout": "must be a share in [0, 0.5) (0 = no held-out loss)",
     "lr": "must be a number > 0",
     "batch_size": "must be an integer >= 1",
     "device": "must be auto, cpu or cuda",

@@ -4,6 +4,7 @@ Parquet and table macros, all usable in plain SQL from any read-only connection 
     SELECT * FROM neighbors('dulcinea', 10);
     SELECT * FROM analogy('rey', 'hombre', 'mujer', 5);
     SELECT word, count FROM vocab ORDER BY count DESC LIMIT 20;
+    SELECT * FROM run_neighbors('<run id>', 'dulcinea', 10);  -- any run, rejected ones too
 
 A run registers itself in one short read-write transaction; everything else here reads through
 `connect_read_only`, which also keeps DuckDB from touching files outside the data directory.
@@ -39,7 +40,7 @@ CREATE TABLE IF NOT EXISTS runs (
     vocab_path VARCHAR NOT NULL,
     vectors_path VARCHAR NOT NULL,
     dim INTEGER NOT NULL,
-    status VARCHAR NOT NULL CHECK (status IN ('current', 'kept')),
+    status VARCHAR NOT NULL CHECK (status IN ('current', 'kept', 'rejected')),
     is_current BOOLEAN GENERATED ALWAYS AS (status = 'current') VIRTUAL
 )"""
 
@@ -60,6 +61,16 @@ FROM vectors AS v, (SELECT vector FROM vectors WHERE word = w) AS q
 WHERE v.word <> w
 ORDER BY similarity DESC, v.word
 LIMIT k"""
+
+_RUN_NEIGHBORS_MACRO = """
+CREATE OR REPLACE MACRO run_neighbors(r, w, k) AS TABLE
+SELECT v.word, list_cosine_similarity(v.vector, q.vector) AS similarity
+FROM run_vectors AS v, (SELECT vector FROM run_vectors WHERE run_id = r AND word = w) AS q
+WHERE v.run_id = r AND v.word <> w
+ORDER BY similarity DESC, v.word
+LIMIT k"""
+
+STATUSES = ("current", "kept", "rejected")
 
 # 3CosAdd: the target is unit(a) - unit(b) + unit(c); FLOAT[n] has no arithmetic, so it is
 # built as a list and cast back to the run's array type.
@@ -104,10 +115,13 @@ class RunRecord:
     dim: int
 
 
-def register_run(run: RunRecord, make_current: bool = True, db: Path | None = None) -> None:
-    """Record `run` in the `runs` table, and unless `make_current` is false point the views and
-    macros at its Parquet, all in one transaction. Registering a run_id again replaces its row
-    (a run that was current stays current)."""
+def register_run(run: RunRecord, status: str = "current", db: Path | None = None) -> None:
+    """Record `run` in the `runs` table with `status` ('current' points the views and macros at
+    its Parquet; 'kept' and 'rejected' leave them), all in one transaction. Every run stays
+    queryable by id through `run_vectors` and `run_neighbors`. Registering a run_id again
+    replaces its row (a run that was current stays current)."""
+    if status not in STATUSES:
+        raise QuijoteError(f"unknown run status {status!r}: use one of {', '.join(STATUSES)}")
     db = _database(db)
     vocab = _data_file(run.vocab_path, db.parent)
     vectors = _data_file(run.vectors_path, db.parent)
@@ -120,7 +134,7 @@ def register_run(run: RunRecord, make_current: bool = True, db: Path | None = No
             was_current = conn.execute(
                 "SELECT count(*) > 0 FROM runs WHERE run_id = ? AND is_current", [run.run_id]
             ).fetchone() == (True,)
-            current = make_current or was_current
+            current = status == "current" or was_current
             if current:
                 conn.execute("UPDATE runs SET status = 'kept' WHERE is_current")
             conn.execute(
@@ -135,9 +149,11 @@ def register_run(run: RunRecord, make_current: bool = True, db: Path | None = No
                     str(vocab),
                     str(vectors),
                     run.dim,
-                    "current" if current else "kept",
+                    "current" if current else status,
                 ],
             )
+            conn.execute(_run_vectors_ddl(conn))
+            conn.execute(_RUN_NEIGHBORS_MACRO)
             if current:
                 for ddl in _current_run_ddl(vocab, vectors, run.dim):
                     conn.execute(ddl)
@@ -198,6 +214,25 @@ def neighbors(word: str, k: int = 10, db: Path | None = None) -> list[tuple[str,
 def analogy(a: str, b: str, c: str, k: int = 10, db: Path | None = None) -> list[tuple[str, float]]:
     """a - b + c (3CosAdd): analogy('rey', 'hombre', 'mujer') looks for 'reina'."""
     return _similar("SELECT word, similarity FROM analogy(?, ?, ?, ?)", [a, b, c], k, db)
+
+
+def run_neighbors(
+    run_id: str, word: str, k: int = 10, db: Path | None = None
+) -> list[tuple[str, float]]:
+    """The k words closest to `word` in any registered run (current, kept or rejected)."""
+    if k < 1:
+        raise QuijoteError(f"k must be at least 1, got {k}")
+    with closing(connect_read_only(db)) as conn:
+        try:
+            found = conn.execute(
+                "SELECT count(*) FROM run_vectors WHERE run_id = ? AND word = ?", [run_id, word]
+            ).fetchone()
+            if found == (0,):
+                raise QuijoteError(f"'{word}' is not in the vocabulary of run {run_id}")
+            rows = conn.execute("SELECT * FROM run_neighbors(?, ?, ?)", [run_id, word, k])
+            return [(w, float(similarity)) for w, similarity in rows.fetchall()]
+        except duckdb.Error as error:
+            raise QuijoteError(_first_line(error)) from error
 
 
 def current_run(db: Path | None = None) -> dict[str, Any] | None:
@@ -272,6 +307,18 @@ def _current_run_ddl(vocab: Path, vectors: Path, dim: int) -> list[str]:
     ]
 
 
+def _run_vectors_ddl(conn: duckdb.DuckDBPyConnection) -> str:
+    """`run_vectors`: every registered run's vectors, with its run_id, as FLOAT[] lists (runs
+    may differ in dim)."""
+    runs = conn.execute("SELECT run_id, vectors_path FROM runs ORDER BY run_id").fetchall()
+    parts = [
+        f"SELECT {_sql_string(run_id)} AS run_id, word, vector::FLOAT[] AS vector "
+        f"FROM read_parquet({_sql_string(path)})"
+        for run_id, path in runs
+    ]
+    return "CREATE OR REPLACE VIEW run_vectors AS " + " UNION ALL ".join(parts)
+
+
 def _effective_type(
     conn: duckdb.DuckDBPyConnection, statement: duckdb.Statement
 ) -> duckdb.StatementType:
@@ -308,8 +355,8 @@ def _json(value: dict[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def _sql_string(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+def _sql_string(value: Path | str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _first_line(error: Exception) -> str:

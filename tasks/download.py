@@ -24,14 +24,13 @@ from urllib.parse import unquote, urlparse
 from urllib.request import Request, urlopen
 
 import pyarrow as pa
-from prefect import task
-from prefect.cache_policies import NONE
 
 from quijote.errors import QuijoteError
 from storage import paths
 from storage.files import file_sha256, write_parquet
 from storage.schemas import DOCUMENTS
 from storage.stages import StageOutput, run_stage
+from tasks.stage_task import stage_task
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +277,7 @@ def _decode(raw: bytes, source: str) -> str:
 # --- task -----------------------------------------------------------------------------------
 
 
-@task(name="download", cache_policy=NONE)
+@stage_task("download")
 def download(corpus: list[str]) -> StageOutput:
     """Fetch every corpus spec and write their cleaned texts to `documents.parquet`."""
     if not corpus:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
-from prefect.cache_policies import NONE
 
 from quijote.params import Params
 from storage.schemas import NOISE
 from storage.stages import StageOutput, run_stage
-from tasks.subsample import epoch_rng
+from tasks.seeding import Stream, rng
+from tasks.stage_task import stage_task
 
 VERSION = 1
-STREAM = 3
 POWER = 0.75
 
 
@@ -40,11 +38,15 @@ class NegativeSampler:
 
     def epoch(self, epoch: int) -> np.random.Generator:
         """The generator of one epoch's draws; pass it to `draw` for each batch in order."""
-        return epoch_rng(self.seed, epoch, STREAM)
+        return rng(self.seed, epoch, Stream.NEGATIVES)
 
-    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+    def heldout(self, n: int) -> np.ndarray:
+        """The fixed negatives of the n held-out pairs."""
+        return self.draw(rng(self.seed, 0, Stream.HELDOUT_NEGATIVES), n)
+
+    def draw(self, generator: np.random.Generator, n: int) -> np.ndarray:
         """An (n, K) int32 array of word ids."""
-        ids = np.searchsorted(self.cdf, rng.random((n, self.k)), side="right")
+        ids = np.searchsorted(self.cdf, generator.random((n, self.k)), side="right")
         return np.minimum(ids, len(self.cdf) - 1).astype(np.int32)
 
     @classmethod
@@ -54,7 +56,7 @@ class NegativeSampler:
         return cls(table["probability"].to_numpy(), meta["negative"], meta["seed"])
 
 
-@task(name="negatives", cache_policy=NONE)
+@stage_task("negatives")
 def negatives_task(vocab: StageOutput, params: Params) -> StageOutput:
     def build(out):
         table = pq.read_table(vocab.file("vocab.parquet"))

@@ -12,17 +12,16 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
-from prefect.cache_policies import NONE
 
 from quijote.params import Params
 from storage.files import write_parquet
 from storage.schemas import PAIRS
 from storage.stages import StageOutput, run_stage
-from tasks.subsample import epoch_file, epoch_rng
+from tasks.seeding import Stream, rng
+from tasks.stage_task import stage_task
+from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 1
-STREAM = 2
+VERSION = 2
 
 
 def window_pairs(
@@ -57,15 +56,18 @@ def skipgram_pairs(
         yield pa.record_batch([pa.array(center), pa.array(context)], schema=PAIRS)
 
 
-@task(name="pairs", cache_policy=NONE)
+@stage_task("pairs")
 def pairs_task(subsampled: StageOutput, params: Params) -> StageOutput:
     def build(out):
-        per_epoch = []
-        for epoch in range(params.epochs):
-            batches = pq.ParquetFile(subsampled.file(epoch_file(epoch))).iter_batches()
-            pairs = skipgram_pairs(batches, params.window, epoch_rng(params.seed, epoch, STREAM))
-            per_epoch.append(write_parquet(out / epoch_file(epoch), PAIRS, pairs))
-        return {"pairs_per_epoch": per_epoch, "pairs": sum(per_epoch)}
+        def write(name: str, rng: np.random.Generator) -> int:
+            batches = pq.ParquetFile(subsampled.file(name)).iter_batches()
+            return write_parquet(out / name, PAIRS, skipgram_pairs(batches, params.window, rng))
+
+        per_epoch = [
+            write(epoch_file(e), rng(params.seed, e, Stream.PAIRS)) for e in range(params.epochs)
+        ]
+        heldout = write(HELDOUT_FILE, rng(params.seed, 0, Stream.HELDOUT_PAIRS))
+        return {"pairs_per_epoch": per_epoch, "pairs": sum(per_epoch), "heldout_pairs": heldout}
 
     settings = params.subset("window", "epochs", "seed")
     return run_stage("pairs", VERSION, settings, [subsampled.key], build)

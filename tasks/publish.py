@@ -1,50 +1,28 @@
 """Publish stage: a run directory (manifest, links to the stage outputs it used, word2vec
-export) and the run's registration in the DuckDB warehouse."""
+export) and the run's registration in the DuckDB warehouse: as the current run when it passed
+the quality gate, else as a rejected run (kept, and queryable by id)."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import platform
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NONE
 
 from quijote.params import Params
 from storage import warehouse
-from storage.files import atomic_path, write_json
+from storage.files import write_json
 from storage.paths import runs_dir
 from storage.stages import StageOutput
+from storage.vectors import write_word2vec
+from tasks.gate import Verdict
 
 LIBRARIES = ("torch", "prefect", "duckdb", "pyarrow", "numpy")
-
-
-def word2vec_lines(words: list[str], vectors: np.ndarray) -> Iterator[str]:
-    """The word2vec text format: a 'count dim' header, then 'word v1 v2 …' per line."""
-    yield f"{len(words)} {vectors.shape[1]}\n"
-    for word, vector in zip(words, vectors, strict=True):
-        yield word + " " + " ".join(f"{x:.6g}" for x in vector) + "\n"
-
-
-def read_vectors(path: Path) -> tuple[list[str], np.ndarray]:
-    table = pq.read_table(path)
-    column = table["vector"].combine_chunks()
-    dim = column.type.list_size
-    return table["word"].to_pylist(), column.flatten().to_numpy().reshape(-1, dim)
-
-
-def write_word2vec(vectors_parquet: Path, out: Path) -> int:
-    """Export a vectors Parquet file as word2vec text (gensim's `load_word2vec_format`)."""
-    words, vectors = read_vectors(vectors_parquet)
-    with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8") as f:
-        f.writelines(word2vec_lines(words, vectors))
-    return len(words)
 
 
 def new_run_id() -> str:
@@ -67,8 +45,9 @@ def publish_task(
     corpus: list[str],
     params: Params,
     stages: dict[str, StageOutput],
+    verdict: Verdict,
 ) -> dict[str, Any]:
-    """Write the run directory and make the run the warehouse's current one."""
+    """Write the run directory and register the run (current if it passed the gate)."""
     run_dir = runs_dir() / run_id
     links = run_dir / "stages"
     links.mkdir(parents=True)
@@ -77,18 +56,25 @@ def publish_task(
     vectors_path = stages["train"].file("vectors.parquet")
     write_word2vec(vectors_path, run_dir / "vectors.txt")
     trained = stages["train"].meta
+    heldout = trained["heldout_loss_per_epoch"]
     metrics = {
         "corpus_words": stages["tokenize"].meta["tokens"],
         "sentences": stages["tokenize"].meta["sentences"],
         "vocab_size": stages["vocab"].meta["words"],
         "pairs": stages["pairs"].meta["pairs"],
         "loss_per_epoch": trained["loss_per_epoch"],
+        "heldout_loss_per_epoch": heldout,
+        "heldout_loss": heldout[-1] if heldout else None,
+        "heldout_set": trained["heldout_set"],
+        "gate": verdict.to_dict(),
         "device": trained["device"],
         "train_seconds": trained["train_seconds"],
     }
     finished_at = datetime.now(UTC)
+    status = "current" if verdict.passed else "rejected"
     manifest = {
         "run_id": run_id,
+        "status": status,
         "started_at": started_at,
         "finished_at": finished_at,
         "corpus": corpus,
@@ -112,17 +98,7 @@ def publish_task(
             vocab_path=stages["vocab"].file("vocab.parquet"),
             vectors_path=vectors_path,
             dim=params.dim,
-        )
+        ),
+        status,
     )
-    return {**manifest, "run_dir": str(run_dir)}
-
-
-def write_projector(vectors_parquet: Path, directory: Path) -> int:
-    """TensorBoard projector files: `vectors.tsv` (one vector per line) and `metadata.tsv`."""
-    words, vectors = read_vectors(vectors_parquet)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(directory / "vectors.tsv") as tmp, tmp.open("w", encoding="utf-8") as f:
-        f.writelines("\t".join(f"{x:.6g}" for x in vector) + "\n" for vector in vectors)
-    with atomic_path(directory / "metadata.tsv") as tmp:
-        tmp.write_text("".join(word + "\n" for word in words), encoding="utf-8")
-    return len(words)
+    return {**manifest, "run_dir": str(run_dir), "vectors_path": str(vectors_path)}

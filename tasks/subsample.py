@@ -1,5 +1,6 @@
 """Subsample stage: map tokens to vocabulary ids and drop frequent words at random, redrawn
-for every epoch, with the word2vec keep rule (or the paper's discard rule)."""
+for every epoch, with the word2vec keep rule (or the paper's discard rule). A seeded share of
+the sentences is held out of training (`heldout.parquet`) to measure a validation loss."""
 
 from __future__ import annotations
 
@@ -9,21 +10,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from prefect import task
-from prefect.cache_policies import NONE
 
 from quijote.params import Params
 from storage.files import write_parquet
 from storage.schemas import SUBSAMPLED
 from storage.stages import StageOutput, run_stage
+from tasks.seeding import Stream
+from tasks.seeding import rng as seeded
+from tasks.stage_task import stage_task
 
-VERSION = 1
-STREAM = 1  # random stream id of this stage, see `epoch_rng`
-
-
-def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
-    """The generator of one stage (`stream`) for one epoch: runs are reproducible by seed."""
-    return np.random.default_rng((seed, epoch, stream))
+VERSION = 2
+HELDOUT_FILE = "heldout.parquet"
 
 
 def keep_probabilities(counts: np.ndarray, sample: float, rule: str = "word2vec") -> np.ndarray:
@@ -36,6 +33,23 @@ def keep_probabilities(counts: np.ndarray, sample: float, rule: str = "word2vec"
     ratio = sample / f
     keep = (np.sqrt(1 / ratio) + 1) * ratio if rule == "word2vec" else np.sqrt(ratio)
     return np.minimum(keep, 1.0)
+
+
+def is_heldout(sentence_ids: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """Which sentences are held out: a seeded hash of the id, so the choice is the same in
+    every epoch and for every batch size."""
+    mixed = np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]
+    hashed = (sentence_ids.astype(np.uint64) + mixed) * np.uint64(0x9E3779B97F4A7C15)
+    return (hashed >> np.uint64(11)).astype(np.float64) / 2.0**53 < share
+
+
+def split_heldout(
+    batches: Iterable[pa.RecordBatch], share: float, seed: int, heldout: bool
+) -> Iterator[pa.RecordBatch]:
+    """The training sentences (`heldout=False`) or the held-out ones (`heldout=True`)."""
+    for batch in batches:
+        ids = batch.column("sentence_id").to_numpy()
+        yield batch.filter(pa.array(is_heldout(ids, share, seed) == heldout))
 
 
 def subsample(
@@ -65,22 +79,29 @@ def epoch_file(epoch: int) -> str:
     return f"epoch-{epoch:03d}.parquet"
 
 
-@task(name="subsample", cache_policy=NONE)
+@stage_task("subsample")
 def subsample_task(sentences: StageOutput, vocab: StageOutput, params: Params) -> StageOutput:
     """One file of subsampled sentences per epoch."""
     table = pq.read_table(vocab.file("vocab.parquet"))
     keep = keep_probabilities(table["count"].to_numpy(), params.sample, params.subsample_rule)
 
+    def part(heldout: bool) -> Iterator[pa.RecordBatch]:
+        batches = pq.ParquetFile(sentences.file("sentences.parquet")).iter_batches()
+        return split_heldout(batches, params.heldout, params.seed, heldout)
+
     def build(out):
         words_per_epoch = []
         for epoch in range(params.epochs):
-            batches = pq.ParquetFile(sentences.file("sentences.parquet")).iter_batches()
-            rng = epoch_rng(params.seed, epoch, STREAM)
-            counted = _count_ids(subsample(batches, table["word"], keep, rng), words_per_epoch)
+            rng = seeded(params.seed, epoch, Stream.SUBSAMPLE)
+            counted = _count_ids(subsample(part(False), table["word"], keep, rng), words_per_epoch)
             write_parquet(out / epoch_file(epoch), SUBSAMPLED, counted)
-        return {"kept_words_per_epoch": words_per_epoch}
+        heldout_words: list[int] = []
+        rng = seeded(params.seed, 0, Stream.HELDOUT_SUBSAMPLE)
+        counted = _count_ids(subsample(part(True), table["word"], keep, rng), heldout_words)
+        write_parquet(out / HELDOUT_FILE, SUBSAMPLED, counted)
+        return {"kept_words_per_epoch": words_per_epoch, "heldout_words": heldout_words[0]}
 
-    settings = params.subset("sample", "subsample_rule", "epochs", "seed")
+    settings = params.subset("sample", "subsample_rule", "epochs", "heldout", "seed")
     return run_stage("subsample", VERSION, settings, [sentences.key, vocab.key], build)
 
 

@@ -12,12 +12,11 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
-from prefect.cache_policies import NONE
 
 from storage.files import write_parquet
 from storage.schemas import SENTENCES
 from storage.stages import StageOutput, run_stage
+from tasks.stage_task import stage_task
 
 VERSION = 1
 WORD = re.compile(r"[^\W\d_]+")
@@ -52,7 +51,7 @@ def _batch(first_id: int, rows: list[list[str]]) -> pa.RecordBatch:
     return pa.record_batch([ids, pa.array(rows, SENTENCES.field("tokens").type)], schema=SENTENCES)
 
 
-@task(name="tokenize", cache_policy=NONE)
+@stage_task("tokenize")
 def tokenize_task(documents: StageOutput) -> StageOutput:
     """Read the documents one at a time and write `sentences.parquet`."""
 

@@ -8,19 +8,20 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
-from prefect.cache_policies import NONE
 
 from models.skipgram import Batch, train_sgns
 from quijote.params import Params
+from storage.files import file_sha256
 from storage.schemas import vectors as vectors_schema
 from storage.stages import StageOutput, run_stage
 from tasks.negatives import NegativeSampler
 from tasks.progress import progress_bar
-from tasks.subsample import epoch_file, epoch_rng
+from tasks.seeding import Stream, rng
+from tasks.stage_task import stage_task
+from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 1
-STREAM = 4
+VERSION = 2
+HELDOUT_MAX_PAIRS = 200_000  # the validation loss needs no more; keeps memory bounded
 
 
 def pair_batches(
@@ -32,7 +33,7 @@ def pair_batches(
 ) -> Iterator[Batch]:
     """SGD batches of one epoch: each chunk of pairs gets its negatives (row-aligned, in file
     order), then is shuffled with a seeded permutation and cut into `batch_size` pieces."""
-    negatives_rng, shuffle_rng = sampler.epoch(epoch), epoch_rng(seed, epoch, STREAM)
+    negatives_rng, shuffle_rng = sampler.epoch(epoch), rng(seed, epoch, Stream.SHUFFLE)
     for chunk in chunks:
         center = chunk.column("center").to_numpy()
         context = chunk.column("context").to_numpy()
@@ -43,6 +44,13 @@ def pair_batches(
             yield center[rows], context[rows], negatives[rows]
 
 
+def heldout_batch(pairs: pa.Table, sampler: NegativeSampler) -> Batch:
+    """The held-out pairs (at most HELDOUT_MAX_PAIRS) with their fixed negatives."""
+    pairs = pairs.slice(0, HELDOUT_MAX_PAIRS)
+    center, context = pairs["center"].to_numpy(), pairs["context"].to_numpy()
+    return center, context, sampler.heldout(len(center))
+
+
 def to_vectors_table(words: pa.Array, vectors: np.ndarray) -> pa.Table:
     dim = vectors.shape[1]
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
@@ -50,7 +58,7 @@ def to_vectors_table(words: pa.Array, vectors: np.ndarray) -> pa.Table:
     return pa.table([words, column], schema=vectors_schema(dim))
 
 
-@task(name="train", cache_policy=NONE)
+@stage_task("train")
 def train_task(
     vocab: StageOutput, pairs: StageOutput, negatives: StageOutput, params: Params
 ) -> StageOutput:
@@ -74,10 +82,13 @@ def train_task(
                 params.device,
                 params.threads,
                 report,
+                heldout_batch(pq.read_table(pairs.file(HELDOUT_FILE)), sampler),
             )
         pq.write_table(to_vectors_table(words, result.vectors), out / "vectors.parquet")
         return {
             "loss_per_epoch": result.loss_per_epoch,
+            "heldout_loss_per_epoch": result.heldout_loss_per_epoch,
+            "heldout_set": file_sha256(pairs.file(HELDOUT_FILE)),
             "pairs": result.pairs,
             "train_seconds": round(result.seconds, 3),
             "pairs_per_second": round(result.pairs / result.seconds),

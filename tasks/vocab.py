@@ -7,13 +7,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from prefect import task
-from prefect.cache_policies import NONE
 
 from quijote.errors import QuijoteError
 from quijote.params import Params
 from storage.schemas import VOCAB
 from storage.stages import StageOutput, run_stage
+from tasks.stage_task import stage_task
 
 VERSION = 1
 
@@ -47,7 +46,7 @@ def build_vocab(sentences: pa.Table | ds.Dataset, min_count: int, max_vocab: int
     return table.cast(VOCAB)
 
 
-@task(name="vocab", cache_policy=NONE)
+@stage_task("vocab")
 def vocab_task(sentences: StageOutput, params: Params) -> StageOutput:
     def build(out):
         table = build_vocab(

@@ -1,16 +1,24 @@
 """The whole flow on a slice of the Quijote, through Prefect: artifacts, warehouse, cache."""
 
 from pathlib import Path
+from uuid import UUID
 
 import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from gensim.models import KeyedVectors
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 
 from flows.quijote_embeddings import quijote_embeddings
 from storage import schemas, warehouse
-from tasks.publish import read_vectors, write_word2vec
+from storage.vectors import read_vectors, write_word2vec
 from tests.data import quijote_slice
 
 SMALL = {"dim": 24, "epochs": 2, "min_count": 3}
@@ -68,13 +76,31 @@ def test_word2vec_export_round_trip_through_gensim(prefect_api, home: Path, corp
     assert by_gensim == [w for w, _ in warehouse.neighbors("sancho", 5)]
 
 
+def run_flow(corpus: str, params: dict) -> tuple[dict, UUID]:
+    """The flow's summary and its flow run id."""
+    state = quijote_embeddings((corpus,), params, return_state=True)
+    return state.result(), state.state_details.flow_run_id
+
+
+def task_states(flow_run_id: UUID) -> dict[str, str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+
+
 def test_second_run_reuses_every_stage_and_a_change_reruns_downstream(
     prefect_api, home: Path, corpus: str
 ) -> None:
-    first = quijote_embeddings((corpus,), SMALL)
+    first, first_id = run_flow(corpus, SMALL)
     assert not any(s["reused"] for s in first["stages"].values())
-    again = quijote_embeddings((corpus,), SMALL)
+    assert set(task_states(first_id).values()) == {"Completed"}
+    again, again_id = run_flow(corpus, SMALL)
     assert all(s["reused"] for s in again["stages"].values())
+    states = task_states(again_id)
+    assert all(states[stage] == "Cached" for stage in again["stages"]), states
+    assert "| train | yes |" in Path(again["report"]).read_text()
     assert again["stages"] == {k: {**v, "reused": True} for k, v in first["stages"].items()}
 
     changed = quijote_embeddings((corpus,), {**SMALL, "epochs": 3})
@@ -83,3 +109,35 @@ def test_second_run_reuses_every_stage_and_a_change_reruns_downstream(
     runs = [r for (r,) in duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
             .execute("SELECT run_id FROM runs ORDER BY started_at").fetchall()]  # fmt: skip
     assert runs == [first["run_id"], again["run_id"], changed["run_id"]]
+
+
+def test_report_files_and_artifacts(prefect_api, home: Path, corpus: str) -> None:
+    summary, flow_run_id = run_flow(corpus, SMALL)
+    run_dir = Path(summary["run_dir"])
+    for name in ("loss.png", "map.png"):
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (run_dir / "report.md").read_text()
+    assert "## Quality gate: passed" in report and "loss.png" in report
+    assert "**sancho**" in report and "| train | no |" in report
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    kinds = {(a.key, a.type) for a in artifacts}
+    assert {("quijote-report", "markdown"), ("quijote-stages", "table")} <= kinds
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert progress and progress[0].data == 100.0
+
+
+def test_a_worse_run_is_rejected_and_kept(prefect_api, home: Path, corpus: str) -> None:
+    good, _ = run_flow(corpus, SMALL)
+    worse, _ = run_flow(corpus, {**SMALL, "lr": 1e-5})  # barely trains: same held-out set
+    gate = worse["metrics"]["gate"]
+    assert not gate["passed"] and gate["current_run"] == good["run_id"]
+    assert worse["metrics"]["heldout_loss"] > good["metrics"]["heldout_loss"]
+    assert warehouse.current_run()["run_id"] == good["run_id"]
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        statuses = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
+    assert statuses == {good["run_id"]: "current", worse["run_id"]: "rejected"}
+    assert len(warehouse.run_neighbors(worse["run_id"], "sancho", 5)) == 5
+    assert "## Quality gate: rejected" in Path(worse["report"]).read_text()

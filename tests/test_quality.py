@@ -6,7 +6,7 @@ import pytest
 
 from flows.quijote_embeddings import train_stages
 from quijote.params import Params
-from tasks.publish import read_vectors
+from storage.vectors import read_vectors
 
 EXPECTED = {"dulcinea": "toboso", "rocinante": "rucio", "caballero": "andante"}
 

@@ -111,7 +111,7 @@ def test_a_new_run_switches_the_views_and_is_the_only_current_one(home: Path, ru
 
 def test_a_kept_run_leaves_the_views_alone(home: Path, run: RunRecord):
     warehouse.register_run(
-        make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS), make_current=False
+        make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS), status="kept"
     )
     assert vocab_words() == WORDS
     assert runs_table() == [("run-1", "current", True), ("run-2", "kept", False)]
@@ -119,9 +119,26 @@ def test_a_kept_run_leaves_the_views_alone(home: Path, run: RunRecord):
     assert current is not None and current["run_id"] == "run-1"
 
 
+def test_a_rejected_run_stays_queryable_by_id(home: Path, run: RunRecord):
+    rejected = make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS)
+    warehouse.register_run(rejected, status="rejected")
+    assert runs_table() == [("run-1", "current", True), ("run-2", "rejected", False)]
+    assert vocab_words() == WORDS
+    near = warehouse.run_neighbors("run-2", "molino", 3)
+    assert sorted(w for w, _ in near) == ["dulcinea", "gigante", "sancho"]  # equally close
+    assert warehouse.run_neighbors("run-1", "rey", 1)[0][0] == "niño"
+    with duckdb.connect(str(warehouse_path()), read_only=True) as con:
+        rows = con.execute("SELECT word FROM run_neighbors('run-2', 'molino', 5)").fetchall()
+    assert len(rows) == 3 and ("molino",) not in rows
+    with pytest.raises(QuijoteError, match="not in the vocabulary of run run-2"):
+        warehouse.run_neighbors("run-2", "rey")
+    with pytest.raises(QuijoteError, match="unknown run status"):
+        warehouse.register_run(rejected, status="maybe")
+
+
 def test_registering_a_run_again_replaces_its_row_and_keeps_it_current(run: RunRecord):
     again = RunRecord(**{**vars(run), "metrics": {"vocab_size": 6, "loss_per_epoch": [1.0]}})
-    warehouse.register_run(again, make_current=False)
+    warehouse.register_run(again, status="kept")
     assert runs_table() == [("run-1", "current", True)]
     current = warehouse.current_run()
     assert current is not None and current["metrics"]["loss_per_epoch"] == [1.0]
@@ -229,7 +246,7 @@ def test_a_warehouse_without_a_current_run(home: Path):
         warehouse.register_run(RunRecord(**{**vars(record), "dim": 4}))
     assert warehouse.current_run() is None
     assert warehouse.query("SELECT count(*) FROM runs") == (["count_star()"], [(0,)])
-    warehouse.register_run(record, make_current=False)
+    warehouse.register_run(record, status="kept")
     assert warehouse.current_run() is None
     with pytest.raises(QuijoteError, match="no current run"):
         warehouse.neighbors("rey")
