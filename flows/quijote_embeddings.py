@@ -1,13 +1,13 @@
 """The `quijote-embeddings` flow: corpus -> skip-gram vectors -> quality gate -> DuckDB
-warehouse -> report."""
+warehouse -> report. The data-prep stages (tokenize, subsample, pairs) run once per corpus
+document (shard), mapped: on threads by default, on a Dask cluster with `on_dask`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import Task, flow
+from prefect import Flow, Task, flow, unmapped
 
 from quijote.params import Params
 from storage.stages import StageOutput
@@ -25,25 +25,33 @@ from tasks.vocab import vocab_task
 
 DEFAULT_CORPUS = ("quijote",)
 
+Stages = dict[str, StageOutput | list[StageOutput]]
 
-def train_stages(
-    corpus: list[str], params: Params, orchestrated: bool = True
-) -> dict[str, StageOutput]:
-    """Run the stages from download to train, in order; `orchestrated=False` calls the plain
-    functions behind the tasks (no Prefect API), as `quijote train` does."""
 
-    def call(task: Task) -> Callable[..., StageOutput]:
+def train_stages(corpus: list[str], params: Params, orchestrated: bool = True) -> Stages:
+    """Run the stages from download to train; `orchestrated=False` calls the plain functions
+    behind the tasks (no Prefect API), one shard after another, as `quijote train` does."""
+
+    def call(task: Task, *args: Any) -> StageOutput:
         if not orchestrated:
-            return plain(task)
-        return lambda *args: task(*args, return_state=True).result()
+            return plain(task)(*args)
+        return task(*args, return_state=True).result()
 
-    documents = call(download)(corpus)
-    sentences = call(tokenize_task)(documents)
-    vocab = call(vocab_task)(sentences, params)
-    subsampled = call(subsample_task)(sentences, vocab, params)
-    pairs = call(pairs_task)(subsampled, params)
-    negatives = call(negatives_task)(vocab, params)
-    trained = call(train_task)(vocab, pairs, negatives, params)
+    def each(task: Task, *args: Any) -> list[StageOutput]:
+        """`task` once per shard: list arguments are per shard, the others shared."""
+        if not orchestrated:
+            return [plain(task)(*_row(args, i)) for i in range(len(shards))]
+        futures = task.map(*(a if isinstance(a, list) else unmapped(a) for a in args))
+        return [future.result() for future in futures]
+
+    documents = call(download, corpus)
+    shards = list(range(documents.meta["documents"]))
+    sentences = each(tokenize_task, documents, shards)
+    vocab = call(vocab_task, sentences, params)
+    subsampled = each(subsample_task, sentences, vocab, params, shards)
+    pairs = each(pairs_task, subsampled, params, shards)
+    negatives = call(negatives_task, vocab, params)
+    trained = call(train_task, vocab, pairs, negatives, params)
     return {
         "download": documents,
         "tokenize": sentences,
@@ -53,6 +61,10 @@ def train_stages(
         "negatives": negatives,
         "train": trained,
     }
+
+
+def _row(args: tuple[Any, ...], i: int) -> list[Any]:
+    return [a[i] if isinstance(a, list) else a for a in args]
 
 
 @flow(name="quijote-embeddings")
@@ -68,3 +80,16 @@ def quijote_embeddings(
     verdict = gate_task(stages["train"])
     summary = publish_task(new_run_id(), started_at, list(corpus), settings, stages, verdict)
     return report_task(summary)
+
+
+def on_dask(workers: int = 2, address: str | None = None) -> Flow:
+    """The same flow with its mapped stages on Dask: a local cluster of `workers` processes,
+    or the running scheduler at `address` (tcp://host:8786)."""
+    from prefect_dask import DaskTaskRunner
+
+    runner = (
+        DaskTaskRunner(address=address)
+        if address
+        else DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1})
+    )
+    return quijote_embeddings.with_options(task_runner=runner)

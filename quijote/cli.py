@@ -161,6 +161,7 @@ def train(
     started = time.perf_counter()
     from flows.quijote_embeddings import DEFAULT_CORPUS, train_stages
     from storage.vectors import write_word2vec
+    from tasks.publish import shards, total
 
     stages = train_stages(list(corpus or DEFAULT_CORPUS), params, orchestrated=False)
     vectors = stages["train"].file("vectors.parquet")
@@ -169,7 +170,7 @@ def train(
     else:
         write_word2vec(vectors, out_file)
     seconds = time.perf_counter() - started
-    words = stages["tokenize"].meta["tokens"]
+    words = total(stages["tokenize"], "tokens")
     summary = {
         "words": words,
         "epochs": params.epochs,
@@ -177,7 +178,7 @@ def train(
         "seconds": round(seconds, 3),
         "words_per_s": round(words * params.epochs / seconds),
         "device": stages["train"].meta["device"],
-        "reused": [name for name, s in stages.items() if s.reused],
+        "reused": [name for name, s in stages.items() if all(p.reused for p in shards(s))],
         "out": str(out_file),
     }
     print(json.dumps(summary))

@@ -21,7 +21,7 @@ from tasks.seeding import Stream, rng
 from tasks.stage_task import stage_task
 from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 2
+VERSION = 3
 
 
 def window_pairs(
@@ -57,17 +57,20 @@ def skipgram_pairs(
 
 
 @stage_task("pairs")
-def pairs_task(subsampled: StageOutput, params: Params) -> StageOutput:
+def pairs_task(subsampled: StageOutput, params: Params, shard: int) -> StageOutput:
+    """One shard's pairs: a file per epoch, and the held-out pairs."""
+
     def build(out):
         def write(name: str, rng: np.random.Generator) -> int:
             batches = pq.ParquetFile(subsampled.file(name)).iter_batches()
             return write_parquet(out / name, PAIRS, skipgram_pairs(batches, params.window, rng))
 
         per_epoch = [
-            write(epoch_file(e), rng(params.seed, e, Stream.PAIRS)) for e in range(params.epochs)
+            write(epoch_file(e), rng(params.seed, e, Stream.PAIRS, shard))
+            for e in range(params.epochs)
         ]
-        heldout = write(HELDOUT_FILE, rng(params.seed, 0, Stream.HELDOUT_PAIRS))
+        heldout = write(HELDOUT_FILE, rng(params.seed, 0, Stream.HELDOUT_PAIRS, shard))
         return {"pairs_per_epoch": per_epoch, "pairs": sum(per_epoch), "heldout_pairs": heldout}
 
-    settings = params.subset("window", "epochs", "seed")
+    settings = {**params.subset("window", "epochs", "seed"), "shard": shard}
     return run_stage("pairs", VERSION, settings, [subsampled.key], build)

@@ -30,12 +30,29 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def stage_summary(stages: Mapping[str, StageOutput]) -> dict[str, dict[str, Any]]:
-    """Per stage: its key, whether this run reused it, and the seconds it took to build."""
-    return {
-        name: {"key": s.key, "reused": s.reused, "seconds": s.meta.get("seconds")}
-        for name, s in stages.items()
-    }
+def shards(output: StageOutput | list[StageOutput]) -> list[StageOutput]:
+    """A stage's outputs as a list: one per corpus shard, or the stage's single output."""
+    return output if isinstance(output, list) else [output]
+
+
+def stage_summary(stages: Mapping[str, StageOutput | list[StageOutput]]) -> dict[str, Any]:
+    """Per stage: its key(s), whether this run reused it (every shard), and the seconds it
+    took to build (summed over shards)."""
+    summary = {}
+    for name, output in stages.items():
+        parts = shards(output)
+        keys = [p.key for p in parts]
+        summary[name] = {
+            "key": keys[0] if len(keys) == 1 else keys,
+            "reused": all(p.reused for p in parts),
+            "seconds": round(sum(p.meta.get("seconds", 0) for p in parts), 3),
+        }
+    return summary
+
+
+def total(output: StageOutput | list[StageOutput], field: str) -> int:
+    """A count summed over a stage's shards."""
+    return sum(part.meta[field] for part in shards(output))
 
 
 @task(name="publish", cache_policy=NONE)
@@ -44,7 +61,7 @@ def publish_task(
     started_at: datetime,
     corpus: list[str],
     params: Params,
-    stages: dict[str, StageOutput],
+    stages: dict[str, StageOutput | list[StageOutput]],
     verdict: Verdict,
 ) -> dict[str, Any]:
     """Write the run directory and register the run (current if it passed the gate)."""
@@ -52,16 +69,23 @@ def publish_task(
     links = run_dir / "stages"
     links.mkdir(parents=True)
     for name, output in stages.items():
-        (links / name).symlink_to(output.path, target_is_directory=True)
+        parts = shards(output)
+        if len(parts) == 1 and not isinstance(output, list):
+            (links / name).symlink_to(output.path, target_is_directory=True)
+            continue
+        (links / name).mkdir()
+        for shard, part in enumerate(parts):
+            (links / name / f"{shard:05d}").symlink_to(part.path, target_is_directory=True)
     vectors_path = stages["train"].file("vectors.parquet")
     write_word2vec(vectors_path, run_dir / "vectors.txt")
     trained = stages["train"].meta
     heldout = trained["heldout_loss_per_epoch"]
     metrics = {
-        "corpus_words": stages["tokenize"].meta["tokens"],
-        "sentences": stages["tokenize"].meta["sentences"],
+        "documents": stages["download"].meta["documents"],
+        "corpus_words": total(stages["tokenize"], "tokens"),
+        "sentences": total(stages["tokenize"], "sentences"),
         "vocab_size": stages["vocab"].meta["words"],
-        "pairs": stages["pairs"].meta["pairs"],
+        "pairs": total(stages["pairs"], "pairs"),
         "loss_per_epoch": trained["loss_per_epoch"],
         "heldout_loss_per_epoch": heldout,
         "heldout_loss": heldout[-1] if heldout else None,

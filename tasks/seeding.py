@@ -1,6 +1,7 @@
-"""Every random draw of the pipeline comes from `rng(seed, epoch, stream)`: one independent,
-reproducible stream per stage and purpose, so runs with the same seed are identical and no two
-stages share random numbers."""
+"""Every random draw of the pipeline comes from `rng(seed, epoch, stream, shard)`: one
+independent, reproducible stream per stage, purpose and corpus shard, so runs with the same
+seed are identical — whether the shards run one after another or in parallel on Dask — and no
+two stages share random numbers."""
 
 from __future__ import annotations
 
@@ -19,6 +20,6 @@ class Stream(IntEnum):
     HELDOUT_NEGATIVES = 7
 
 
-def rng(seed: int, epoch: int, stream: Stream) -> np.random.Generator:
-    """The generator of one stream for one epoch."""
-    return np.random.default_rng((seed, epoch, int(stream)))
+def rng(seed: int, epoch: int, stream: Stream, shard: int = 0) -> np.random.Generator:
+    """The generator of one stream for one epoch of one shard."""
+    return np.random.default_rng((seed, epoch, int(stream), shard))

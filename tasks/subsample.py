@@ -19,7 +19,7 @@ from tasks.seeding import Stream
 from tasks.seeding import rng as seeded
 from tasks.stage_task import stage_task
 
-VERSION = 2
+VERSION = 3
 HELDOUT_FILE = "heldout.parquet"
 
 
@@ -80,8 +80,10 @@ def epoch_file(epoch: int) -> str:
 
 
 @stage_task("subsample")
-def subsample_task(sentences: StageOutput, vocab: StageOutput, params: Params) -> StageOutput:
-    """One file of subsampled sentences per epoch."""
+def subsample_task(
+    sentences: StageOutput, vocab: StageOutput, params: Params, shard: int
+) -> StageOutput:
+    """One shard's subsampled sentences: a file per epoch, and the held-out ones."""
     table = pq.read_table(vocab.file("vocab.parquet"))
     keep = keep_probabilities(table["count"].to_numpy(), params.sample, params.subsample_rule)
 
@@ -92,16 +94,17 @@ def subsample_task(sentences: StageOutput, vocab: StageOutput, params: Params) -
     def build(out):
         words_per_epoch = []
         for epoch in range(params.epochs):
-            rng = seeded(params.seed, epoch, Stream.SUBSAMPLE)
+            rng = seeded(params.seed, epoch, Stream.SUBSAMPLE, shard)
             counted = _count_ids(subsample(part(False), table["word"], keep, rng), words_per_epoch)
             write_parquet(out / epoch_file(epoch), SUBSAMPLED, counted)
         heldout_words: list[int] = []
-        rng = seeded(params.seed, 0, Stream.HELDOUT_SUBSAMPLE)
+        rng = seeded(params.seed, 0, Stream.HELDOUT_SUBSAMPLE, shard)
         counted = _count_ids(subsample(part(True), table["word"], keep, rng), heldout_words)
         write_parquet(out / HELDOUT_FILE, SUBSAMPLED, counted)
         return {"kept_words_per_epoch": words_per_epoch, "heldout_words": heldout_words[0]}
 
     settings = params.subset("sample", "subsample_rule", "epochs", "heldout", "seed")
+    settings["shard"] = shard
     return run_stage("subsample", VERSION, settings, [sentences.key, vocab.key], build)
 
 

@@ -1,4 +1,6 @@
-"""Tokenize stage: cleaned documents -> sentences of lowercase Spanish words.
+"""Tokenize stage: one cleaned document (a corpus shard) -> sentences of lowercase Spanish
+words. Sentence ids are `shard << 32 | position`, the same whether shards run in sequence or
+in parallel.
 
 A word is a run of letters (á é í ó ú ü ñ and any other Unicode letter); digits, punctuation
 (¿ ¡ « » included) and underscores separate words and are dropped. Sentences end at . ! ? …
@@ -18,7 +20,8 @@ from storage.schemas import SENTENCES
 from storage.stages import StageOutput, run_stage
 from tasks.stage_task import stage_task
 
-VERSION = 1
+VERSION = 2
+SHARD_BITS = 32
 WORD = re.compile(r"[^\W\d_]+")
 SENTENCE_BREAK = re.compile(r"[.!?…]+|\n[ \t]*\n")
 
@@ -31,9 +34,11 @@ def split_sentences(text: str) -> Iterator[list[str]]:
             yield words
 
 
-def tokenize(documents: Iterable[str], batch_rows: int = 20_000) -> Iterator[pa.RecordBatch]:
-    """Sentences of all documents, numbered from 0, in record batches of `batch_rows`."""
-    sentence_id = 0
+def tokenize(
+    documents: Iterable[str], batch_rows: int = 20_000, first_id: int = 0
+) -> Iterator[pa.RecordBatch]:
+    """Sentences of all documents, numbered from `first_id`, in batches of `batch_rows`."""
+    sentence_id = first_id
     rows: list[list[str]] = []
     for text in documents:
         for words in split_sentences(text):
@@ -52,14 +57,12 @@ def _batch(first_id: int, rows: list[list[str]]) -> pa.RecordBatch:
 
 
 @stage_task("tokenize")
-def tokenize_task(documents: StageOutput) -> StageOutput:
-    """Read the documents one at a time and write `sentences.parquet`."""
+def tokenize_task(documents: StageOutput, shard: int) -> StageOutput:
+    """Tokenize document number `shard` into its `sentences.parquet`."""
 
     def texts() -> Iterator[str]:
-        for batch in pq.ParquetFile(documents.file("documents.parquet")).iter_batches(
-            batch_size=1, columns=["text"]
-        ):
-            yield batch.column(0)[0].as_py()
+        table = pq.ParquetFile(documents.file("documents.parquet")).read_row_group(shard)
+        yield table.column("text")[0].as_py()
 
     def build(out):
         stats = {"sentences": 0, "tokens": 0}
@@ -70,7 +73,9 @@ def tokenize_task(documents: StageOutput) -> StageOutput:
                 stats["tokens"] += len(batch.column("tokens").flatten())
                 yield batch
 
-        write_parquet(out / "sentences.parquet", SENTENCES, counted(tokenize(texts())))
+        batches = tokenize(texts(), first_id=shard << SHARD_BITS)
+        write_parquet(out / "sentences.parquet", SENTENCES, counted(batches))
         return stats
 
-    return run_stage("tokenize", VERSION, {}, [documents.key], build)
+    content = documents.meta["inputs"][shard]  # the document's sha256
+    return run_stage("tokenize", VERSION, {"shard": shard}, [content], build)

@@ -3,6 +3,7 @@ written as `vectors.parquet` (word, vector)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -20,7 +21,7 @@ from tasks.seeding import Stream, rng
 from tasks.stage_task import stage_task
 from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 2
+VERSION = 3
 HELDOUT_MAX_PAIRS = 200_000  # the validation loss needs no more; keeps memory bounded
 
 
@@ -60,21 +61,30 @@ def to_vectors_table(words: pa.Array, vectors: np.ndarray) -> pa.Table:
 
 @stage_task("train")
 def train_task(
-    vocab: StageOutput, pairs: StageOutput, negatives: StageOutput, params: Params
+    vocab: StageOutput, pairs: list[StageOutput], negatives: StageOutput, params: Params
 ) -> StageOutput:
+    """Train on every shard's pairs, shard after shard, epoch after epoch."""
+
     def build(out):
         words = pq.read_table(vocab.file("vocab.parquet"), columns=["word"])["word"]
         sampler = NegativeSampler.load(negatives)
+        total = sum(shard.meta["pairs"] for shard in pairs)
+        heldout_files = [shard.file(HELDOUT_FILE) for shard in pairs]
 
         def epoch_batches(epoch: int) -> Iterator[Batch]:
-            chunks = pq.ParquetFile(pairs.file(epoch_file(epoch))).iter_batches(1 << 20)
+            chunks = (
+                chunk
+                for shard in pairs
+                for chunk in pq.ParquetFile(shard.file(epoch_file(epoch))).iter_batches(1 << 20)
+            )
             return pair_batches(chunks, sampler, epoch, params.batch_size, params.seed)
 
-        with progress_bar("train", pairs.meta["pairs"]) as report:
+        heldout = pa.concat_tables(pq.read_table(path) for path in heldout_files)
+        with progress_bar("train", total) as report:
             result = train_sgns(
                 epoch_batches,
                 params.epochs,
-                pairs.meta["pairs"],
+                total,
                 len(words),
                 params.dim,
                 params.lr,
@@ -82,13 +92,14 @@ def train_task(
                 params.device,
                 params.threads,
                 report,
-                heldout_batch(pq.read_table(pairs.file(HELDOUT_FILE)), sampler),
+                heldout_batch(heldout, sampler),
             )
         pq.write_table(to_vectors_table(words, result.vectors), out / "vectors.parquet")
+        heldout_set = hashlib.sha256("".join(map(file_sha256, heldout_files)).encode())
         return {
             "loss_per_epoch": result.loss_per_epoch,
             "heldout_loss_per_epoch": result.heldout_loss_per_epoch,
-            "heldout_set": file_sha256(pairs.file(HELDOUT_FILE)),
+            "heldout_set": heldout_set.hexdigest(),
             "pairs": result.pairs,
             "train_seconds": round(result.seconds, 3),
             "pairs_per_second": round(result.pairs / result.seconds),
@@ -96,4 +107,5 @@ def train_task(
         }
 
     settings = params.subset("dim", "negative", "epochs", "lr", "batch_size", "seed")
-    return run_stage("train", VERSION, settings, [vocab.key, pairs.key, negatives.key], build)
+    inputs = [vocab.key, *(shard.key for shard in pairs), negatives.key]
+    return run_stage("train", VERSION, settings, inputs, build)

@@ -47,13 +47,14 @@ def build_vocab(sentences: pa.Table | ds.Dataset, min_count: int, max_vocab: int
 
 
 @stage_task("vocab")
-def vocab_task(sentences: StageOutput, params: Params) -> StageOutput:
+def vocab_task(sentences: list[StageOutput], params: Params) -> StageOutput:
+    """Count the tokens of every shard's sentences."""
+
     def build(out):
-        table = build_vocab(
-            ds.dataset(sentences.file("sentences.parquet")), params.min_count, params.max_vocab
-        )
+        files = [str(shard.file("sentences.parquet")) for shard in sentences]
+        table = build_vocab(ds.dataset(files), params.min_count, params.max_vocab)
         pq.write_table(table, out / "vocab.parquet", compression="zstd")
         return {"words": table.num_rows, "kept_tokens": int(pa.compute.sum(table["count"]).as_py())}
 
     settings = params.subset("min_count", "max_vocab")
-    return run_stage("vocab", VERSION, settings, [sentences.key], build)
+    return run_stage("vocab", VERSION, settings, [shard.key for shard in sentences], build)

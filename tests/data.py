@@ -15,13 +15,17 @@ CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 QUIJOTE = CORPORA / "quijote_pg2000.txt"
 
 
+def first_words(text: str, words: int) -> str:
+    """The beginning of `text` up to its `words`-th whitespace-separated word."""
+    ends = re.finditer(r"\S+", text)
+    last = next(m for i, m in enumerate(ends, 1) if i == words)
+    return text[: last.end()] + "\n"
+
+
 def quijote_slice(words: int) -> str:
     """The first `words` words of the novel's text (after the Gutenberg header)."""
     text = QUIJOTE.read_text(encoding="utf-8-sig").replace("\r\n", "\n")
-    body = text[text.index("En un lugar de la Mancha") :]
-    ends = re.finditer(r"\S+", body)
-    last = next(m for i, m in enumerate(ends, 1) if i == words)
-    return body[: last.end()] + "\n"
+    return first_words(text[text.index("En un lugar de la Mancha") :], words)
 
 
 # Axes: royal, male, female. rey - hombre + mujer lands on reina.
