@@ -87,17 +87,24 @@ def run(
     set_: Annotated[
         list[str] | None, typer.Option("--set", "-s", help="A parameter, key=value.")
     ] = None,
+    dask: Annotated[
+        int, typer.Option(min=0, help="Map the data-prep stages on a local Dask cluster of N.")
+    ] = 0,
+    dask_address: Annotated[
+        str | None, typer.Option(help="…or on the Dask scheduler at this address.")
+    ] = None,
 ) -> None:
-    """Run the whole flow locally: download, tokenize, ..., train, publish."""
+    """Run the whole flow locally: download, tokenize, ..., train, gate, publish, report."""
     from quijote.params import Params
 
     settings = _parse_settings(set_ or [])
     Params.from_mapping(settings)  # reject bad parameters before any work
     _prepare_prefect()
-    from flows.quijote_embeddings import DEFAULT_CORPUS, quijote_embeddings
+    from flows.quijote_embeddings import DEFAULT_CORPUS, on_dask, quijote_embeddings
 
     _quiet_console()
-    summary = quijote_embeddings(tuple(corpus or DEFAULT_CORPUS), settings)
+    pipeline = on_dask(dask, dask_address) if dask or dask_address else quijote_embeddings
+    summary = pipeline(tuple(corpus or DEFAULT_CORPUS), settings)
     _print_summary(summary)
 
 
