@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean serve stop
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,16 @@ test: install lint
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# A local Prefect server (127.0.0.1:$(PORT), database in $$QUIJOTE_HOME/prefect), the
+# deployment from prefect.yaml and a process worker; `make stop` stops exactly those.
+PORT ?= 4200
+
+serve: install
+	$(BIN)/python -m quijote.serve start --port $(PORT)
+
+stop:
+	$(BIN)/python -m quijote.serve stop
 
 clean:
 	rm -rf $(VENV) data
