@@ -2,28 +2,29 @@
 words. Sentence ids are `shard << 32 | position`, the same whether shards run in sequence or
 in parallel.
 
-A word is a run of letters (á é í ó ú ü ñ and any other Unicode letter); digits, punctuation
-(¿ ¡ « » included) and underscores separate words and are dropped. Sentences end at . ! ? …
+A word is a run of Unicode letters (á é í ó ú ü ñ and any other letter, with combining marks);
+numbers of any kind (7, ¼, ², Ⅻ), punctuation (¿ ¡ « » included) and symbols separate words and
+are dropped. Sentences end at . ! ? …
 or a blank line (paragraph); hard line wraps inside a paragraph do not break a sentence.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import regex
 
 from storage.files import write_parquet
 from storage.schemas import SENTENCES
 from storage.stages import StageOutput, run_stage
 from tasks.stage_task import stage_task
 
-VERSION = 2
+VERSION = 3
 SHARD_BITS = 32
-WORD = re.compile(r"[^\W\d_]+")
-SENTENCE_BREAK = re.compile(r"[.!?…]+|\n[ \t]*\n")
+WORD = regex.compile(r"\p{L}[\p{L}\p{M}]*")
+SENTENCE_BREAK = regex.compile(r"[.!?…]+|\n[ \t]*\n")
 
 
 def split_sentences(text: str) -> Iterator[list[str]]:

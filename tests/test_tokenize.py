@@ -1,15 +1,17 @@
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tasks.tokenize import split_sentences, tokenize
+from tasks.tokenize import WORD, split_sentences, tokenize
 from tests.data import QUIJOTE
 
 
 def test_spanish_words_lowercased_punctuation_and_digits_dropped() -> None:
-    text = "¡Hola, Señor! ¿Qué tal «el niño» en 1605? Pingüino_azul; ÁRBOL.\n"
+    text = "¡Hola, Señor! ¿Qué tal «el niño» en 1605? Pingüino_azul; ÁRBOL ¼kg.\n"
     assert list(split_sentences(text)) == [
         ["hola", "señor"],
         ["qué", "tal", "el", "niño", "en"],
-        ["pingüino", "azul", "árbol"],
+        ["pingüino", "azul", "árbol", "kg"],
     ]
 
 
@@ -34,3 +36,15 @@ def test_quijote_opening_line() -> None:
     start = text.index("En un lugar de la Mancha")
     first = next(split_sentences(text[start : start + 400]))
     assert first[:8] == ["en", "un", "lugar", "de", "la", "mancha", "de", "cuyo"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=400))
+def test_any_text_gives_lowercase_letter_words(text: str) -> None:
+    sentences = list(split_sentences(text))
+    words = [word for sentence in sentences for word in sentence]
+    assert all(sentence for sentence in sentences)
+    assert all(WORD.fullmatch(word) and word == word.lower() for word in words)
+    # tokenizing the words again, one sentence per line pair, gives the same sentences
+    again = "\n\n".join(" ".join(sentence) for sentence in sentences)
+    assert list(split_sentences(again)) == sentences
