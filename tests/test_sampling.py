@@ -5,7 +5,7 @@ import pyarrow as pa
 
 from tasks.negatives import NegativeSampler, noise_distribution
 from tasks.pairs import skipgram_pairs, window_pairs
-from tasks.subsample import keep_probabilities, subsample
+from tasks.subsample import is_heldout, keep_probabilities, subsample
 
 
 def test_keep_probability_rules() -> None:
@@ -93,3 +93,13 @@ def test_negatives_are_reproduced_by_seed_and_epoch() -> None:
     first = sampler.draw(sampler.epoch(2), 100)
     assert np.array_equal(first, sampler.draw(sampler.epoch(2), 100))
     assert not np.array_equal(first, sampler.draw(sampler.epoch(3), 100))
+
+
+def test_held_out_sentences_are_a_seeded_share() -> None:
+    ids = (np.arange(200_000, dtype=np.int64) % 50_000) + (np.arange(200_000) // 50_000 << 32)
+    held = is_heldout(ids, 0.01, seed=1)
+    assert abs(held.mean() - 0.01) < 5 * np.sqrt(0.01 * 0.99 / len(ids))
+    assert np.array_equal(held, is_heldout(ids, 0.01, seed=1))
+    assert np.array_equal(held[:777], is_heldout(ids[:777], 0.01, seed=1))  # per id, not batch
+    assert not np.array_equal(held, is_heldout(ids, 0.01, seed=2))
+    assert not is_heldout(ids, 0.0, seed=1).any()
