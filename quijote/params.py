@@ -1,17 +1,70 @@
-"""Training parameters: every default in one place, unknown options rejected, values checked
-before any work starts (the fastText way)."""
+"""Parameters: every default in one place, unknown options rejected, values checked before any
+work starts (the fastText way). `Settings` is the machinery; `Params` are the skip-gram
+pipeline's (the classifier's are in tasks/classify.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from quijote.errors import QuijoteError
 
 
 @dataclass(frozen=True)
-class Params:
+class Settings:
+    """A frozen set of typed values. A subclass declares its fields with defaults, `RULES`
+    (what each field must be, in words) and `checks()` (whether each field is valid)."""
+
+    RULES: ClassVar[dict[str, str]] = {}
+
+    def checks(self) -> dict[str, bool]:
+        return {}
+
+    def __post_init__(self) -> None:
+        for name, ok in self.checks().items():
+            if not ok:
+                raise QuijoteError(f"invalid {name}={getattr(self, name)!r}: {self.RULES[name]}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Self:
+        """Build from user input (`--set key=value` strings are converted); unknown keys fail."""
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise QuijoteError(f"unknown option {unknown[0]!r}; known options: {', '.join(known)}")
+        return cls(**{k: cls._convert(k, v, _TYPES[known[k]]) for k, v in values.items()})
+
+    @classmethod
+    def _convert(cls, name: str, value: Any, kind: type) -> Any:
+        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        raise QuijoteError(f"invalid {name}={value!r}: {cls.RULES[name]}")
+
+    def with_(self, **changes: Any) -> Self:
+        """A copy with some values changed (checked like the original)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def subset(self, *names: str) -> dict[str, Any]:
+        """The named values only: what one stage depends on (its cache key)."""
+        return {n: getattr(self, n) for n in names}
+
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+@dataclass(frozen=True)
+class Params(Settings):
     """Skip-gram pipeline parameters. Defaults follow the word2vec C tool and gensim."""
 
     dim: int = 100  # vector size
@@ -29,8 +82,25 @@ class Params:
     device: str = "auto"  # auto (CUDA when present), cpu or cuda
     threads: int = 0  # CPU threads for training (0 = all cores)
 
-    def __post_init__(self) -> None:
-        checks = {
+    RULES: ClassVar[dict[str, str]] = {
+        "dim": "must be an integer >= 1",
+        "window": "must be an integer >= 1",
+        "negative": "must be an integer >= 1",
+        "min_count": "must be an integer >= 1",
+        "max_vocab": "must be an integer >= 0 (0 = no limit)",
+        "sample": "must be a number > 0 (1e-3 is the word2vec default)",
+        "subsample_rule": "must be 'word2vec' or 'paper'",
+        "epochs": "must be an integer >= 1",
+        "heldout": "must be a share in [0, 0.5) (0 = no held-out loss)",
+        "lr": "must be a number > 0",
+        "batch_size": "must be an integer >= 1",
+        "seed": "must be an integer >= 0",
+        "device": "must be auto, cpu or cuda",
+        "threads": "must be an integer >= 0 (0 = all cores)",
+    }
+
+    def checks(self) -> dict[str, bool]:
+        return {
             "dim": self.dim >= 1,
             "window": self.window >= 1,
             "negative": self.negative >= 1,
@@ -42,62 +112,7 @@ class Params:
             "heldout": 0 <= self.heldout < 0.5,
             "lr": self.lr > 0,
             "batch_size": self.batch_size >= 1,
+            "seed": self.seed >= 0,
             "device": self.device in ("auto", "cpu", "cuda"),
             "threads": self.threads >= 0,
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise QuijoteError(f"invalid {name}={getattr(self, name)!r}: {_RULES[name]}")
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> Params:
-        """Build from user input (`--set key=value` strings are converted); unknown keys fail."""
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise QuijoteError(f"unknown option {unknown[0]!r}; known options: {', '.join(known)}")
-        converted = {k: _convert(k, v, _TYPES[known[k]]) for k, v in values.items()}
-        return cls(**converted)
-
-    def with_(self, **changes: Any) -> Params:
-        """A copy with some values changed (checked like the original)."""
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def subset(self, *names: str) -> dict[str, Any]:
-        """The named values only: what one stage depends on (its cache key)."""
-        return {n: getattr(self, n) for n in names}
-
-
-_TYPES = {"int": int, "float": float, "str": str}
-
-_RULES = {
-    "dim": "must be an integer >= 1",
-    "window": "must be an integer >= 1",
-    "negative": "must be an integer >= 1",
-    "min_count": "must be an integer >= 1",
-    "max_vocab": "must be an integer >= 0 (0 = no limit)",
-    "sample": "must be a number > 0 (1e-3 is the word2vec default)",
-    "subsample_rule": "must be 'word2vec' or 'paper'",
-    "epochs": "must be an integer >= 1",
-    "heldout": "must be a share in [0, 0.5) (0 = no held-out loss)",
-    "lr": "must be a number > 0",
-    "batch_size": "must be an integer >= 1",
-    "device": "must be auto, cpu or cuda",
-    "threads": "must be an integer >= 0 (0 = all cores)",
-}
-
-
-def _convert(name: str, value: Any, kind: type) -> Any:
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    raise QuijoteError(f"invalid {name}={value!r}: {_RULES[name]}")
