@@ -62,6 +62,25 @@ WHERE v.word <> w
 ORDER BY similarity DESC, v.word
 LIMIT k"""
 
+_CLASSIFIER_TABLE = """
+CREATE TABLE IF NOT EXISTS classifier_metrics (
+    run_id VARCHAR NOT NULL,
+    mode VARCHAR NOT NULL,
+    accuracy DOUBLE NOT NULL,
+    accuracy_std DOUBLE NOT NULL,
+    macro_f1 DOUBLE NOT NULL,
+    macro_f1_std DOUBLE NOT NULL,
+    seeds INTEGER NOT NULL,
+    n_train INTEGER NOT NULL,
+    n_validation INTEGER NOT NULL,
+    PRIMARY KEY (run_id, mode)
+)"""
+
+CLASSIFIER_COLUMNS = (
+    "mode", "accuracy", "accuracy_std", "macro_f1", "macro_f1_std", "seeds", "n_train",
+    "n_validation",
+)  # fmt: skip
+
 _RUN_NEIGHBORS_MACRO = """
 CREATE OR REPLACE MACRO run_neighbors(r, w, k) AS TABLE
 SELECT v.word, list_cosine_similarity(v.vector, q.vector) AS similarity
@@ -162,6 +181,26 @@ def register_run(run: RunRecord, status: str = "current", db: Path | None = None
             conn.commit()
         except duckdb.Error as error:  # closing without COMMIT rolls everything back
             raise QuijoteError(f"cannot register run {run.run_id}: {_first_line(error)}") from error
+
+
+def record_classifier_metrics(
+    run_id: str, rows: list[dict[str, Any]], db: Path | None = None
+) -> None:
+    """Store a run's classifier metrics (one row per mode: finetune, frozen, random), replacing
+    any earlier rows of that run, in one transaction."""
+    db = _database(db)
+    with closing(_open(db, read_only=False)) as conn:
+        try:
+            conn.execute(_CLASSIFIER_TABLE)
+            conn.begin()
+            conn.execute("DELETE FROM classifier_metrics WHERE run_id = ?", [run_id])
+            conn.executemany(
+                f"INSERT INTO classifier_metrics VALUES (?{', ?' * len(CLASSIFIER_COLUMNS)})",
+                [[run_id, *(row[c] for c in CLASSIFIER_COLUMNS)] for row in rows],
+            )
+            conn.commit()
+        except (duckdb.Error, KeyError) as error:
+            raise QuijoteError(f"cannot record classifier metrics of {run_id}: {error}") from error
 
 
 def connect_read_only(db: Path | None = None) -> duckdb.DuckDBPyConnection:

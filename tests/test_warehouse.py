@@ -291,3 +291,16 @@ def test_vss_loads_offline_and_builds_an_hnsw_index():
         )
         assert "HNSW_INDEX_SCAN" in conn.execute("EXPLAIN " + sql).fetchall()[0][1]
         assert conn.execute(sql).fetchall() == [("rey",), ("niño",)]
+
+
+def test_classifier_metrics_per_run_and_mode(home: Path, run: RunRecord):
+    row = {
+        "mode": "finetune", "accuracy": 0.7, "accuracy_std": 0.01, "macro_f1": 0.5,
+        "macro_f1_std": 0.02, "seeds": 5, "n_train": 540, "n_validation": 136,
+    }  # fmt: skip
+    warehouse.record_classifier_metrics("run-1", [row, {**row, "mode": "random"}])
+    warehouse.record_classifier_metrics("run-1", [{**row, "accuracy": 0.75}])  # replaces
+    columns, rows = warehouse.query("SELECT run_id, mode, accuracy FROM classifier_metrics")
+    assert columns == ["run_id", "mode", "accuracy"] and rows == [("run-1", "finetune", 0.75)]
+    with pytest.raises(QuijoteError, match="cannot record classifier metrics"):
+        warehouse.record_classifier_metrics("run-1", [{"mode": "frozen"}])
