@@ -91,6 +91,7 @@ def render_report(summary: dict[str, Any], neighbours: dict[str, list[str]]) -> 
         "",
         *(f"- **{word}**: {', '.join(near)}" for word, near in neighbours.items()),
         "",
+        *_classifier_section(summary.get("classifier")),
         "## Stages",
         "",
         "| stage | reused | seconds |",
@@ -105,6 +106,31 @@ def render_report(summary: dict[str, Any], neighbours: dict[str, list[str]]) -> 
         "",
     ]
     return "\n".join(lines)
+
+
+def _classifier_section(classifier: dict[str, Any] | None) -> list[str]:
+    """The classifier's validation metrics per mode, when the run trained one."""
+    if not classifier:
+        return []
+    rows = classifier["rows"]
+    first = rows[0]
+    return [
+        f"## Classifier ({classifier['label_column']} of {classifier['data']})",
+        "",
+        f"Validation split: {first['n_validation']} of {first['n_train'] + first['n_validation']}"
+        f" items, stratified; mean ± std over {first['seeds']} seeds.",
+        "",
+        "| mode | accuracy | macro-F1 |",
+        "|---|---|---|",
+        *(
+            f"| {r['mode']} | {r['accuracy']:.3f} ± {r['accuracy_std']:.3f} | "
+            f"{r['macro_f1']:.3f} ± {r['macro_f1_std']:.3f} |"
+            for r in rows
+        ),
+        "",
+        f"Model (fine-tuned): `{classifier['model_dir']}`",
+        "",
+    ]
 
 
 def probe_neighbours(run_id: str, k: int = 8) -> dict[str, list[str]]:
