@@ -1,8 +1,9 @@
 """Negatives stage: the noise distribution (unigram count^0.75) as a seeded table.
 
 Instead of storing K negatives per pair, the stage stores `noise.parquet` (id, probability);
-`draw_negatives` with the run's seed reproduces every pair's negatives exactly, row-aligned
-with the pairs files (the DESIGN's "seeded noise table").
+with the run's seed, `NegativeSampler.draw(epoch, first, n)` reproduces the negatives of any
+rows of an epoch's pairs exactly (the DESIGN's "seeded noise table"): draw j of pair r is a
+hash of (seed, epoch, r, j), so the CPU kernel draws the very same negatives in compiled code.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.sgns_kernel import alias_table, draw_negatives
 from quijote.params import Params
 from storage.schemas import NOISE
 from storage.stages import StageOutput, run_stage
-from tasks.seeding import Stream, rng
+from tasks.seeding import Stream, key
 from tasks.stage_task import stage_task
 
 VERSION = 1
@@ -28,26 +30,26 @@ def noise_distribution(counts: np.ndarray, power: float = POWER) -> np.ndarray:
 
 
 class NegativeSampler:
-    """Draws K negatives per pair from the noise distribution, reproducibly per epoch."""
+    """Draws K negatives per pair from the noise distribution (a Walker alias table, exact),
+    reproducibly by seed, epoch and row."""
 
     def __init__(self, probabilities: np.ndarray, k: int, seed: int) -> None:
-        self.cdf = np.cumsum(probabilities)
-        self.cdf /= self.cdf[-1]
+        self.prob, self.alias = alias_table(probabilities)
         self.k = k
         self.seed = seed
 
-    def epoch(self, epoch: int) -> np.random.Generator:
-        """The generator of one epoch's draws; pass it to `draw` for each batch in order."""
-        return rng(self.seed, epoch, Stream.NEGATIVES)
+    def key(self, epoch: int) -> np.uint64:
+        """The key of one epoch's draws (what the CPU kernel draws from)."""
+        return key(self.seed, epoch, Stream.NEGATIVES)
+
+    def draw(self, epoch: int, first: int, n: int) -> np.ndarray:
+        """The (n, K) int32 negatives of rows first .. first+n-1 of an epoch's pairs."""
+        return draw_negatives(self.prob, self.alias, self.key(epoch), first, n, self.k)
 
     def heldout(self, n: int) -> np.ndarray:
         """The fixed negatives of the n held-out pairs."""
-        return self.draw(rng(self.seed, 0, Stream.HELDOUT_NEGATIVES), n)
-
-    def draw(self, generator: np.random.Generator, n: int) -> np.ndarray:
-        """An (n, K) int32 array of word ids."""
-        ids = np.searchsorted(self.cdf, generator.random((n, self.k)), side="right")
-        return np.minimum(ids, len(self.cdf) - 1).astype(np.int32)
+        held = key(self.seed, 0, Stream.HELDOUT_NEGATIVES)
+        return draw_negatives(self.prob, self.alias, held, 0, n, self.k)
 
     @classmethod
     def load(cls, negatives: StageOutput) -> NegativeSampler:

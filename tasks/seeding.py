@@ -1,7 +1,8 @@
-"""Every random draw of the pipeline comes from `rng(seed, epoch, stream, shard)`: one
-independent, reproducible stream per stage, purpose and corpus shard, so runs with the same
-seed are identical — whether the shards run one after another or in parallel on Dask — and no
-two stages share random numbers."""
+"""Every random draw of the pipeline comes from `rng(seed, epoch, stream, shard)` (or, inside
+compiled code, from `key(...)`, the same stream as one 64-bit number): one independent,
+reproducible stream per stage, purpose and corpus shard, so runs with the same seed are
+identical — whether the shards run one after another or in parallel on Dask — and no two
+stages share random numbers."""
 
 from __future__ import annotations
 
@@ -18,8 +19,15 @@ class Stream(IntEnum):
     HELDOUT_SUBSAMPLE = 5
     HELDOUT_PAIRS = 6
     HELDOUT_NEGATIVES = 7
+    INIT = 8
 
 
 def rng(seed: int, epoch: int, stream: Stream, shard: int = 0) -> np.random.Generator:
     """The generator of one stream for one epoch of one shard."""
     return np.random.default_rng((seed, epoch, int(stream), shard))
+
+
+def key(seed: int, epoch: int, stream: Stream, shard: int = 0) -> np.uint64:
+    """The same stream as a 64-bit key, for counter-based draws in compiled code."""
+    entropy = (seed, epoch, int(stream), shard)
+    return np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]

@@ -1,5 +1,6 @@
 """Train stage: SGNS over the pairs files, negatives drawn from the seeded noise table,
-written as `vectors.parquet` (word, vector)."""
+written as `vectors.parquet` (word, vector). On the CPU the pairs go in file order to the
+compiled Hogwild kernel; on CUDA they are shuffled in chunks and batched for PyTorch."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models.skipgram import Batch, train_sgns
+from models.sgns_kernel import KernelTrainer
+from models.skipgram import Batch, Block, Trainer, resolve_device, train_sgns
 from quijote.params import Params
 from storage.files import file_sha256
 from storage.schemas import vectors as vectors_schema
@@ -21,24 +23,26 @@ from tasks.seeding import Stream, rng
 from tasks.stage_task import stage_task
 from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 3
+VERSION = 4
 HELDOUT_MAX_PAIRS = 200_000  # the validation loss needs no more; keeps memory bounded
+BLOCK_ROWS = 1 << 18  # pairs read (and handed to the CPU kernel) at a time
+
+
+def pair_blocks(chunks: Iterator[pa.RecordBatch]) -> Iterator[Block]:
+    """(centers, contexts) arrays of each chunk of pairs, in file order."""
+    for chunk in chunks:
+        yield chunk.column("center").to_numpy(), chunk.column("context").to_numpy()
 
 
 def pair_batches(
-    chunks: Iterator[pa.RecordBatch],
-    sampler: NegativeSampler,
-    epoch: int,
-    batch_size: int,
-    seed: int,
+    blocks: Iterator[Block], sampler: NegativeSampler, epoch: int, batch_size: int, seed: int
 ) -> Iterator[Batch]:
-    """SGD batches of one epoch: each chunk of pairs gets its negatives (row-aligned, in file
+    """SGD batches of one epoch: each block of pairs gets its negatives (row-aligned, in file
     order), then is shuffled with a seeded permutation and cut into `batch_size` pieces."""
-    negatives_rng, shuffle_rng = sampler.epoch(epoch), rng(seed, epoch, Stream.SHUFFLE)
-    for chunk in chunks:
-        center = chunk.column("center").to_numpy()
-        context = chunk.column("context").to_numpy()
-        negatives = sampler.draw(negatives_rng, len(center))
+    shuffle_rng, first = rng(seed, epoch, Stream.SHUFFLE), 0
+    for center, context in blocks:
+        negatives = sampler.draw(epoch, first, len(center))
+        first += len(center)
         order = shuffle_rng.permutation(len(center))
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
@@ -71,28 +75,34 @@ def train_task(
         total = sum(shard.meta["pairs"] for shard in pairs)
         heldout_files = [shard.file(HELDOUT_FILE) for shard in pairs]
 
-        def epoch_batches(epoch: int) -> Iterator[Batch]:
-            chunks = (
+        device = resolve_device(params.device)
+        trainer: Trainer
+        if device == "cpu":
+            init = rng(params.seed, 0, Stream.INIT)
+            trainer = KernelTrainer(
+                len(words), params.dim, params.lr, total, sampler, init, params.threads
+            )
+        else:
+            from models.skipgram_torch import TorchTrainer
+
+            trainer = TorchTrainer(
+                len(words), params.dim, params.lr, total, params.seed, device, params.threads
+            )
+
+        def epoch_blocks(epoch: int) -> Iterator[Block]:
+            blocks = pair_blocks(
                 chunk
                 for shard in pairs
-                for chunk in pq.ParquetFile(shard.file(epoch_file(epoch))).iter_batches(1 << 20)
+                for chunk in pq.ParquetFile(shard.file(epoch_file(epoch))).iter_batches(BLOCK_ROWS)
             )
-            return pair_batches(chunks, sampler, epoch, params.batch_size, params.seed)
+            if device == "cpu":
+                return blocks
+            return pair_batches(blocks, sampler, epoch, params.batch_size, params.seed)
 
         heldout = pa.concat_tables(pq.read_table(path) for path in heldout_files)
         with progress_bar("train", total) as report:
             result = train_sgns(
-                epoch_batches,
-                params.epochs,
-                total,
-                len(words),
-                params.dim,
-                params.lr,
-                params.seed,
-                params.device,
-                params.threads,
-                report,
-                heldout_batch(heldout, sampler),
+                trainer, epoch_blocks, params.epochs, total, report, heldout_batch(heldout, sampler)
             )
         pq.write_table(to_vectors_table(words, result.vectors), out / "vectors.parquet")
         heldout_set = hashlib.sha256("".join(map(file_sha256, heldout_files)).encode())

@@ -81,7 +81,7 @@ def test_negatives_follow_count_to_the_three_quarters() -> None:
     p = noise_distribution(counts)
     assert np.allclose(p, counts**0.75 / (counts**0.75).sum())
     sampler = NegativeSampler(p, k=5, seed=1)
-    draws = sampler.draw(sampler.epoch(0), 200_000)
+    draws = sampler.draw(0, 0, 200_000)
     assert draws.shape == (200_000, 5) and draws.dtype == np.int32
     observed = np.bincount(draws.ravel(), minlength=5) / draws.size
     sigma = np.sqrt(p * (1 - p) / draws.size)
@@ -90,9 +90,11 @@ def test_negatives_follow_count_to_the_three_quarters() -> None:
 
 def test_negatives_are_reproduced_by_seed_and_epoch() -> None:
     sampler = NegativeSampler(noise_distribution(np.array([5, 3, 1])), k=3, seed=9)
-    first = sampler.draw(sampler.epoch(2), 100)
-    assert np.array_equal(first, sampler.draw(sampler.epoch(2), 100))
-    assert not np.array_equal(first, sampler.draw(sampler.epoch(3), 100))
+    first = sampler.draw(2, 0, 100)
+    assert np.array_equal(first, sampler.draw(2, 0, 100))
+    assert np.array_equal(first[40:], sampler.draw(2, 40, 60))  # per row, not per call
+    assert not np.array_equal(first, sampler.draw(3, 0, 100))
+    assert not np.array_equal(first, NegativeSampler(sampler.prob, 3, seed=8).draw(2, 0, 100))
 
 
 def test_held_out_sentences_are_a_seeded_share() -> None:

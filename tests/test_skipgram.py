@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.skipgram import init_embeddings, sgns_step, train_sgns
+from models.skipgram import train_sgns
+from models.skipgram_torch import TorchTrainer, init_embeddings, sgns_step
 from quijote.errors import QuijoteError
 
 
@@ -53,17 +54,21 @@ def toy_corpus(vocab: int, batch: int, pairs: int = 40_000):
     return epochs
 
 
+def torch_trainer(vocab: int) -> TorchTrainer:
+    return TorchTrainer(vocab, 16, 0.025, 120_000, seed=1, device="cpu", threads=1)
+
+
 def test_training_learns_groups_and_is_reproducible() -> None:
     epochs = toy_corpus(100, 1024)
-    result = train_sgns(epochs, 3, 120_000, 100, 16, 0.025, seed=1, device="cpu")
+    result = train_sgns(torch_trainer(100), epochs, 3, 120_000)
     assert result.loss_per_epoch[-1] < result.loss_per_epoch[0] - 0.5
     v = result.vectors / np.linalg.norm(result.vectors, axis=1, keepdims=True)
     similarity = v @ v.T
     assert similarity[0, 1:50].mean() > similarity[0, 50:].mean() + 0.5
-    again = train_sgns(epochs, 3, 120_000, 100, 16, 0.025, seed=1, device="cpu")
+    again = train_sgns(torch_trainer(100), epochs, 3, 120_000)
     assert np.array_equal(result.vectors, again.vectors)
 
 
 def test_divergence_is_a_clear_error() -> None:
     with pytest.raises(QuijoteError, match="training diverged in epoch 2"):
-        train_sgns(toy_corpus(10, 4096), 2, 80_000, 10, 16, 0.025, seed=1, device="cpu")
+        train_sgns(torch_trainer(10), toy_corpus(10, 4096), 2, 80_000)

@@ -3,7 +3,7 @@ import pyarrow as pa
 
 from storage.schemas import PAIRS
 from tasks.negatives import NegativeSampler
-from tasks.train import pair_batches, to_vectors_table
+from tasks.train import pair_batches, pair_blocks, to_vectors_table
 
 
 def chunks() -> list[pa.RecordBatch]:
@@ -19,7 +19,7 @@ def chunks() -> list[pa.RecordBatch]:
 
 def test_batches_cover_every_pair_once_with_row_aligned_negatives() -> None:
     sampler = NegativeSampler(np.full(1000, 1 / 1000), k=4, seed=5)
-    batches = list(pair_batches(iter(chunks()), sampler, epoch=0, batch_size=128, seed=5))
+    batches = list(pair_batches(pair_blocks(iter(chunks())), sampler, 0, batch_size=128, seed=5))
     center = np.concatenate([b[0] for b in batches])
     context = np.concatenate([b[1] for b in batches])
     negatives = np.concatenate([b[2] for b in batches])
@@ -27,11 +27,9 @@ def test_batches_cover_every_pair_once_with_row_aligned_negatives() -> None:
     assert np.array_equal(np.sort(center), np.arange(1000))  # every pair once, shuffled
     assert not np.array_equal(center, np.arange(1000))
     assert np.array_equal(context, (center + 1) % 1000)
-    # the negatives of file row r are the sampler's r-th draw of the epoch: reproducible
-    rng = sampler.epoch(0)
-    expected = np.concatenate([sampler.draw(rng, c.num_rows) for c in chunks()])
-    assert np.array_equal(negatives, expected[center])
-    again = list(pair_batches(iter(chunks()), sampler, epoch=0, batch_size=128, seed=5))
+    # the negatives of file row r are the sampler's draws for row r of the epoch: reproducible
+    assert np.array_equal(negatives, sampler.draw(0, 0, 1000)[center])
+    again = list(pair_batches(pair_blocks(iter(chunks())), sampler, 0, batch_size=128, seed=5))
     assert all(np.array_equal(a[2], b[2]) for a, b in zip(batches, again, strict=True))
 
 

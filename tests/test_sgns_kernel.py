@@ -1,0 +1,116 @@
+"""The compiled CPU kernel against the PyTorch reference step: same negatives, same learning
+rate schedule, same arithmetic; its in-kernel negatives follow count^0.75; it learns."""
+
+import numpy as np
+import torch
+
+from models.sgns_kernel import KernelTrainer, alias_table, loss_sum, train_block
+from models.skipgram import MIN_LR, train_sgns
+from models.skipgram_torch import mean_loss, sgns_step
+from tasks.negatives import NegativeSampler, noise_distribution
+
+
+def small_problem(vocab: int = 12, dim: int = 6, pairs: int = 40, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    w_in = rng.normal(0, 0.3, (vocab, dim)).astype(np.float32)
+    w_out = rng.normal(0, 0.3, (vocab, dim)).astype(np.float32)
+    center = rng.integers(0, vocab, pairs).astype(np.int32)
+    context = rng.integers(0, vocab, pairs).astype(np.int32)
+    sampler = NegativeSampler(noise_distribution(rng.integers(1, 50, vocab)), k=4, seed=3)
+    return w_in, w_out, center, context, sampler
+
+
+def test_kernel_step_is_the_reference_step_pair_by_pair() -> None:
+    w_in, w_out, center, context, sampler = small_problem()
+    epoch, first, done, total, lr = 2, 7, 30, 100, 0.5
+    negatives = sampler.draw(epoch, first, len(center))
+    assert (negatives == context[:, None]).any()  # the skip of a negative equal to the context
+    assert any(len(set(row)) < len(row) for row in negatives)  # and repeated negatives
+    t_in, t_out = torch.tensor(w_in), torch.tensor(w_out)
+    expected_loss = 0.0
+    for i in range(len(center)):
+        step_lr = lr * max(MIN_LR, 1 - (done + i) / total)  # linear decay, floored
+        rows = slice(i, i + 1)
+        expected_loss += float(
+            sgns_step(
+                t_in,
+                t_out,
+                torch.tensor(center[rows], dtype=torch.long),
+                torch.tensor(context[rows], dtype=torch.long),
+                torch.tensor(negatives[rows], dtype=torch.long),
+                step_lr,
+            )
+        )
+    loss = train_block(
+        w_in, w_out, center, context, sampler.prob, sampler.alias, sampler.key(epoch),
+        first, done, total, lr, sampler.k, 1,
+    )  # fmt: skip
+    assert np.isclose(loss, expected_loss, rtol=1e-5)
+    assert np.allclose(w_in, t_in.numpy(), atol=1e-5)
+    assert np.allclose(w_out, t_out.numpy(), atol=1e-5)
+
+
+def test_kernel_loss_is_the_reference_loss() -> None:
+    w_in, w_out, center, context, sampler = small_problem(pairs=500)
+    negatives = sampler.heldout(len(center))
+    batch = tuple(torch.tensor(a, dtype=torch.long) for a in (center, context, negatives))
+    expected = mean_loss(torch.tensor(w_in), torch.tensor(w_out), batch)
+    assert np.isclose(loss_sum(w_in, w_out, center, context, negatives) / 500, expected)
+
+
+def test_alias_table_is_exactly_the_distribution() -> None:
+    p = noise_distribution(np.random.default_rng(1).zipf(1.5, 300))
+    prob, alias = alias_table(p)
+    rebuilt = prob.copy()
+    np.add.at(rebuilt, alias, 1 - prob)
+    assert np.allclose(rebuilt / len(p), p, rtol=1e-9, atol=1e-15)
+
+
+def test_negatives_drawn_in_the_kernel_follow_count_to_the_three_quarters() -> None:
+    counts = np.random.default_rng(2).zipf(1.3, 40)
+    p = noise_distribution(counts)
+    sampler = NegativeSampler(p, k=5, seed=11)
+    draws = sampler.draw(0, 0, 400_000)  # the kernel's own draw function, rows 0..
+    observed = np.bincount(draws.ravel(), minlength=len(p)) / draws.size
+    sigma = np.sqrt(p * (1 - p) / draws.size)
+    assert np.all(np.abs(observed - p) < 5 * sigma + 1e-9), (observed, p)
+
+
+def toy_blocks(vocab: int, pairs: int = 40_000, block: int = 8_192):
+    """Words 0..vocab/2-1 co-occur with each other, and so do the rest."""
+    half = vocab // 2
+
+    def epochs(epoch: int):
+        rng = np.random.default_rng(epoch)
+        group = rng.integers(0, 2, pairs) * half
+        center = (group + rng.integers(0, half, pairs)).astype(np.int32)
+        context = (group + rng.integers(0, half, pairs)).astype(np.int32)
+        for s in range(0, pairs, block):
+            yield center[s : s + block], context[s : s + block]
+
+    return epochs
+
+
+def kernel_trainer(threads: int, vocab: int = 100) -> KernelTrainer:
+    sampler = NegativeSampler(np.full(vocab, 1 / vocab), k=5, seed=1)
+    return KernelTrainer(vocab, 16, 0.025, 120_000, sampler, np.random.default_rng(1), threads)
+
+
+def test_kernel_learns_groups_and_one_thread_is_reproducible() -> None:
+    held = next(toy_blocks(100, 2_000)(99))
+    heldout = (*held, NegativeSampler(np.full(100, 0.01), 5, 1).heldout(len(held[0])))
+    result = train_sgns(kernel_trainer(1), toy_blocks(100), 3, 120_000, heldout=heldout)
+    assert result.loss_per_epoch[-1] < result.loss_per_epoch[0] - 0.5
+    assert result.heldout_loss_per_epoch[-1] < result.heldout_loss_per_epoch[0]
+    v = result.vectors / np.linalg.norm(result.vectors, axis=1, keepdims=True)
+    similarity = v @ v.T
+    assert similarity[0, 1:50].mean() > similarity[0, 50:].mean() + 0.5
+    again = train_sgns(kernel_trainer(1), toy_blocks(100), 3, 120_000)
+    assert np.array_equal(result.vectors, again.vectors)
+
+
+def test_kernel_learns_with_two_threads() -> None:
+    result = train_sgns(kernel_trainer(2), toy_blocks(100), 3, 120_000)
+    assert result.loss_per_epoch[-1] < result.loss_per_epoch[0] - 0.5
+    v = result.vectors / np.linalg.norm(result.vectors, axis=1, keepdims=True)
+    assert (v @ v.T)[0, 1:50].mean() > (v @ v.T)[0, 50:].mean() + 0.5
