@@ -1,16 +1,18 @@
-"""The `quijote-embeddings` flow: corpus -> skip-gram vectors -> quality gate -> DuckDB
-warehouse -> report. The data-prep stages (tokenize, subsample, pairs) run once per corpus
-document (shard), mapped: on threads by default, on a Dask cluster with `on_dask`."""
+"""The `quijote-embeddings` flow: corpus -> skip-gram vectors -> quality gate -> text
+classifier (when a labelled table is configured) -> DuckDB warehouse -> report. The data-prep
+stages (tokenize, subsample, pairs) run once per corpus document (shard), mapped: on threads by
+default, on a Dask cluster with `on_dask`."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import Flow, Task, flow, unmapped
+from prefect import Flow, Task, flow, get_run_logger, unmapped
 
 from quijote.params import Params
 from storage.stages import StageOutput
+from tasks.classify import DEFAULT_LABELLED, ClassifyParams, classify_task, find_labelled
 from tasks.download import download
 from tasks.gate import gate_task
 from tasks.negatives import negatives_task
@@ -69,15 +71,30 @@ def _row(args: tuple[Any, ...], i: int) -> list[Any]:
 
 @flow(name="quijote-embeddings")
 def quijote_embeddings(
-    corpus: tuple[str, ...] = DEFAULT_CORPUS, params: dict[str, Any] | None = None
+    corpus: tuple[str, ...] = DEFAULT_CORPUS,
+    params: dict[str, Any] | None = None,
+    labelled: str | None = DEFAULT_LABELLED,
+    text_column: str = "Text",
+    label_column: str = "Topic",
+    classifier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train skip-gram vectors on `corpus` (names, URLs, files or directories), judge them
-    against the warehouse's current run, publish them (as the current run if they pass) and
-    report. `params` overrides the defaults in quijote.params."""
+    against the warehouse's current run, train the text classifier on `labelled` (a CSV or
+    Parquet file, or a path inside the corpus mirror; None for no classifier), publish them
+    (as the current run if the vectors pass) and report. `params` overrides the defaults in
+    quijote.params, `classifier` those of tasks.classify.ClassifyParams."""
     settings = Params.from_mapping(params or {})
+    classify_settings = ClassifyParams.from_mapping(classifier or {})
+    table = find_labelled(labelled, text_column, label_column) if labelled else None
+    if labelled and table is None:
+        get_run_logger().warning("no %s in the corpus mirror: no classifier this run", labelled)
     started_at = datetime.now(UTC)
     stages = train_stages(list(corpus), settings)
     verdict = gate_task(stages["train"])
+    if table:
+        stages["classify"] = classify_task(
+            stages["train"], table, classify_settings, return_state=True
+        ).result()
     summary = publish_task(new_run_id(), started_at, list(corpus), settings, stages, verdict)
     return report_task(summary)
 

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from quijote.classify_cli import classify_app
 from quijote.errors import QuijoteError
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(classify_app, name="classify")
 out = Console()
 
 CorpusOption = Annotated[
@@ -76,7 +78,7 @@ def _parse_settings(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise QuijoteError(f"--set expects key=value, got {pair!r}")
+            raise QuijoteError(f"expected key=value, got {pair!r}")
         settings[key.strip()] = value.strip()
     return settings
 
@@ -93,18 +95,40 @@ def run(
     dask_address: Annotated[
         str | None, typer.Option(help="…or on the Dask scheduler at this address.")
     ] = None,
+    labelled: Annotated[
+        str | None,
+        typer.Option(
+            help="Labelled CSV/Parquet for the classifier, or none "
+            "(default: labelled/spanish_fake_news_v1_train.csv in the corpus mirror)."
+        ),
+    ] = None,
+    text_column: Annotated[str, typer.Option(help="Text column of --labelled.")] = "Text",
+    label_column: Annotated[str, typer.Option(help="Label column of --labelled.")] = "Topic",
+    classify_set: Annotated[
+        list[str] | None,
+        typer.Option("--classify-set", help="A classifier parameter, key=value."),
+    ] = None,
 ) -> None:
-    """Run the whole flow locally: download, tokenize, ..., train, gate, publish, report."""
+    """Run the whole flow locally: download, tokenize, ..., train, gate, classify, publish,
+    report."""
     from quijote.params import Params
+    from tasks.classify import DEFAULT_LABELLED, ClassifyParams, find_labelled
 
     settings = _parse_settings(set_ or [])
+    classifier = _parse_settings(classify_set or [])
     Params.from_mapping(settings)  # reject bad parameters before any work
+    ClassifyParams.from_mapping(classifier)
+    table = None if labelled and labelled.lower() == "none" else labelled or DEFAULT_LABELLED
+    if table:
+        find_labelled(table, text_column, label_column)  # a missing file: fail before any work
     _prepare_prefect()
     from flows.quijote_embeddings import DEFAULT_CORPUS, on_dask, quijote_embeddings
 
     _quiet_console()
     pipeline = on_dask(dask, dask_address) if dask or dask_address else quijote_embeddings
-    summary = pipeline(tuple(corpus or DEFAULT_CORPUS), settings)
+    summary = pipeline(
+        tuple(corpus or DEFAULT_CORPUS), settings, table, text_column, label_column, classifier
+    )
     _print_summary(summary)
 
 
@@ -133,6 +157,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     gate = metrics["gate"]
     verdict = "passed: this run is now current" if gate["passed"] else "REJECTED: run kept"
     out.print(f"quality gate {verdict} ({'; '.join(gate['reasons'])})")
+    if summary["classifier"]:
+        classifier = summary["classifier"]
+        out.print(f"classifier ({classifier['label_column']}), validation accuracy / macro-F1:")
+        for row in classifier["rows"]:
+            out.print(f"  {row['mode']:8} {row['accuracy']:.3f} / {row['macro_f1']:.3f}")
     out.print(f"run directory: {summary['run_dir']} (report.md, loss.png, map.png)")
     out.print(f"warehouse: {warehouse_path()}")
     out.print("try: quijote sql \"SELECT * FROM neighbors('dulcinea', 10)\"")

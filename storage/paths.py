@@ -42,3 +42,11 @@ def runs_dir() -> Path:
 
 def warehouse_path() -> Path:
     return data_home() / "warehouse.duckdb"
+
+
+CLASSIFIER_MODEL = "model"  # the fine-tuned classifier inside the classify stage's directory
+
+
+def run_classifier_dir(run_id: str) -> Path:
+    """Where a run's classifier is: its link to the classify stage, then the model folder."""
+    return runs_dir() / run_id / "stages" / "classify" / CLASSIFIER_MODEL

@@ -7,9 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from quijote.errors import QuijoteError, first_line
 from storage.files import atomic_path
+
+Vectors = tuple[list[str], np.ndarray]  # words, (words, dim) float32 matrix
 
 
 def word2vec_lines(words: list[str], vectors: np.ndarray) -> Iterator[str]:
@@ -19,11 +23,54 @@ def word2vec_lines(words: list[str], vectors: np.ndarray) -> Iterator[str]:
         yield word + " " + " ".join(f"{x:.6g}" for x in vector) + "\n"
 
 
-def read_vectors(path: Path) -> tuple[list[str], np.ndarray]:
+def read_vectors(path: Path) -> Vectors:
+    """A vectors Parquet file (the pipeline's own, trusted)."""
     table = pq.read_table(path)
     column = table["vector"].combine_chunks()
     dim = column.type.list_size
     return table["word"].to_pylist(), column.flatten().to_numpy().reshape(-1, dim)
+
+
+def read_vectors_file(path: Path) -> Vectors:
+    """Word vectors a user names: a vectors Parquet file (suffix .parquet) or word2vec text;
+    anything else is one clear error."""
+    if not path.is_file():
+        raise QuijoteError(f"no such vectors file: {path}")
+    if path.suffix.lower() != ".parquet":
+        return read_word2vec(path)
+    try:
+        words, matrix = read_vectors(path)
+    except (pa.ArrowException, OSError, KeyError, AttributeError) as error:
+        raise QuijoteError(f"cannot read vectors from {path}: {first_line(error)}") from None
+    return words, matrix.astype(np.float32)
+
+
+def read_word2vec(path: Path) -> Vectors:
+    """The word2vec text format (a 'count dim' header, then 'word v1 … vdim' per line)."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            header = f.readline().split()
+            if len(header) != 2 or not all(part.isdigit() for part in header):
+                raise QuijoteError(
+                    f"{path} is not a word2vec text file (first line should be 'count dim')"
+                )
+            count, dim = int(header[0]), int(header[1])
+            words, rows = [], []
+            for number, line in enumerate(f, 2):
+                parts = line.rstrip().rsplit(" ", dim)
+                if len(parts) != dim + 1 or not parts[0]:
+                    raise QuijoteError(f"line {number} of {path} is not 'word' and {dim} numbers")
+                words.append(parts[0])
+                rows.append(parts[1:])
+    except UnicodeDecodeError:
+        raise QuijoteError(f"{path} is not UTF-8 word2vec text") from None
+    try:
+        matrix = np.array(rows, dtype=np.float32).reshape(len(words), dim)
+    except ValueError:
+        raise QuijoteError(f"{path} has a value that is not a number") from None
+    if len(words) != count:
+        raise QuijoteError(f"{path} says {count} words but has {len(words)}")
+    return words, matrix
 
 
 def write_word2vec(vectors_parquet: Path, out: Path) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from quijote.errors import QuijoteError
+from quijote.errors import QuijoteError, first_line
 from storage.paths import warehouse_path
 
 LOCK_WAIT_S = 5.0  # how long to wait for another process's lock on the database file
@@ -180,7 +180,7 @@ def register_run(run: RunRecord, status: str = "current", db: Path | None = None
                 conn.execute("SELECT vector FROM vectors LIMIT 1").fetchall()
             conn.commit()
         except duckdb.Error as error:  # closing without COMMIT rolls everything back
-            raise QuijoteError(f"cannot register run {run.run_id}: {_first_line(error)}") from error
+            raise QuijoteError(f"cannot register run {run.run_id}: {first_line(error)}") from error
 
 
 def record_classifier_metrics(
@@ -242,7 +242,7 @@ def query(sql: str, db: Path | None = None) -> tuple[list[str], list[tuple]]:
             columns = [column[0] for column in conn.description or []]
             return columns, conn.fetchall()
         except duckdb.Error as error:
-            raise QuijoteError(_first_line(error)) from error
+            raise QuijoteError(first_line(error)) from error
 
 
 def neighbors(word: str, k: int = 10, db: Path | None = None) -> list[tuple[str, float]]:
@@ -271,17 +271,26 @@ def run_neighbors(
             rows = conn.execute("SELECT * FROM run_neighbors(?, ?, ?)", [run_id, word, k])
             return [(w, float(similarity)) for w, similarity in rows.fetchall()]
         except duckdb.Error as error:
-            raise QuijoteError(_first_line(error)) from error
+            raise QuijoteError(first_line(error)) from error
 
 
 def current_run(db: Path | None = None) -> dict[str, Any] | None:
     """The `runs` row of the current run (params and metrics decoded), or None when there is
     no warehouse or no current run."""
+    return find_run(None, db)
+
+
+def find_run(run_id: str | None, db: Path | None = None) -> dict[str, Any] | None:
+    """The `runs` row of `run_id` (None: the current run), params and metrics decoded; None
+    when there is no warehouse or no such run."""
     db = _database(db)
     if not db.exists():
         return None
     with closing(connect_read_only(db)) as conn:
-        result = conn.execute("SELECT * FROM runs WHERE is_current")
+        if run_id is None:
+            result = conn.execute("SELECT * FROM runs WHERE is_current")
+        else:
+            result = conn.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
         row = result.fetchone()
         if row is None:
             return None
@@ -320,7 +329,7 @@ def _open(db: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             if "Could not set lock" in str(error) and time.monotonic() < deadline:
                 time.sleep(0.05)
                 continue
-            raise QuijoteError(f"cannot open the warehouse: {_first_line(error)}") from error
+            raise QuijoteError(f"cannot open the warehouse: {first_line(error)}") from error
 
 
 def _data_file(path: Path, data_dir: Path) -> Path:
@@ -386,7 +395,7 @@ def _similar(sql: str, words: list[str], k: int, db: Path | None) -> list[tuple[
                 "the warehouse has no current run: run `quijote run` first"
             ) from error
         except duckdb.Error as error:
-            raise QuijoteError(_first_line(error)) from error
+            raise QuijoteError(first_line(error)) from error
     return [(word, float(similarity)) for word, similarity in rows]
 
 
@@ -396,7 +405,3 @@ def _json(value: dict[str, Any]) -> str:
 
 def _sql_string(value: Path | str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0]

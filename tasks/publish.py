@@ -17,7 +17,7 @@ from prefect.cache_policies import NONE
 from quijote.params import Params
 from storage import warehouse
 from storage.files import write_json
-from storage.paths import runs_dir
+from storage.paths import run_classifier_dir, runs_dir
 from storage.stages import StageOutput
 from storage.vectors import write_word2vec
 from tasks.gate import Verdict
@@ -94,6 +94,9 @@ def publish_task(
         "device": trained["device"],
         "train_seconds": trained["train_seconds"],
     }
+    classifier = _classifier(stages.get("classify"), run_id)
+    if classifier:
+        metrics["classifier"] = classifier["rows"]
     finished_at = datetime.now(UTC)
     status = "current" if verdict.passed else "rejected"
     manifest = {
@@ -125,4 +128,24 @@ def publish_task(
         ),
         status,
     )
-    return {**manifest, "run_dir": str(run_dir), "vectors_path": str(vectors_path)}
+    if classifier:
+        warehouse.record_classifier_metrics(run_id, classifier["rows"])
+    return {
+        **manifest,
+        "run_dir": str(run_dir),
+        "vectors_path": str(vectors_path),
+        "classifier": classifier,
+    }
+
+
+def _classifier(output: StageOutput | list[StageOutput] | None, run_id: str) -> dict | None:
+    """What the report needs of the classify stage: rows per mode, data, label, model."""
+    if not isinstance(output, StageOutput):
+        return None
+    meta = output.meta
+    return {
+        "rows": meta["rows"],
+        "data": meta["data"],
+        "label_column": meta["label_column"],
+        "model_dir": str(run_classifier_dir(run_id)),
+    }

@@ -169,4 +169,10 @@ def report_task(summary: dict[str, Any]) -> dict[str, Any]:
         key="quijote-neighbours",
         description="Nearest neighbours of the probe words",
     )
+    if summary.get("classifier"):
+        create_table_artifact(
+            summary["classifier"]["rows"],
+            key="quijote-classifier",
+            description="Classifier: validation accuracy and macro-F1 per mode (mean, std)",
+        )
     return {**summary, "neighbours": neighbours, "report": str(run_dir / "report.md")}

@@ -1,11 +1,13 @@
 """Test data: slices of ../shared/corpora (never copied into the project) and small runs."""
 
+import random
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from storage import schemas
 from storage.files import write_parquet
@@ -66,3 +68,33 @@ def make_run(directory: Path, run_id: str, words: list[str], vectors: np.ndarray
         vectors_path=vectors_path,
         dim=dim,
     )
+
+
+# Generated labelled news: words of their topic mixed with common words.
+TOPICS = {
+    "deporte": ["gol", "partido", "equipo", "liga", "balón", "jugador"],
+    "política": ["gobierno", "elección", "partido", "ley", "ministro", "voto"],
+    "ciencia": ["estudio", "célula", "planeta", "científico", "virus", "datos"],
+}
+COMMON = ["el", "la", "de", "que", "en", "por", "un", "una"]
+
+
+def news(rows_per_topic: int = 12, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Short generated texts and their topics."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for topic, words in TOPICS.items():
+        for _ in range(rows_per_topic):
+            chosen = rng.choices(words, k=4) + rng.choices(COMMON, k=4)
+            rng.shuffle(chosen)
+            texts.append(" ".join(chosen).capitalize() + ".")
+            labels.append(topic)
+    return texts, labels
+
+
+def news_csv(path: Path, rows_per_topic: int = 12) -> Path:
+    """`news()` as a CSV file with the columns id, texto, tema."""
+    texts, labels = news(rows_per_topic)
+    ids = [str(i) for i in range(len(texts))]
+    pacsv.write_csv(pa.table({"id": ids, "texto": texts, "tema": labels}), path)
+    return path

@@ -105,6 +105,11 @@ def test_run_rejects_bad_settings_before_starting_prefect(home: Path) -> None:
     assert_one_line_error(result, "invalid window=0")
     assert "Starting temporary server" not in result.stderr
     assert_one_line_error(quijote(home, "run", "--set", "colour=red"), "unknown option 'colour'")
+    bad_classifier = quijote(home, "run", "--classify-set", "epoch=3")
+    assert_one_line_error(bad_classifier, "unknown option 'epoch'")
+    missing = quijote(home, "run", "--labelled", "missing.csv")
+    assert_one_line_error(missing, "no labelled file 'missing.csv'")
+    assert not (home / "stages").exists()
 
 
 def test_run_with_a_missing_corpus_fails_in_one_line(home: Path) -> None:

@@ -37,7 +37,7 @@ def test_dask_gives_the_same_results_as_one_process(
     for mode, run in (("single", quijote_embeddings), ("dask", on_dask(workers=2))):
         home = tmp_path / mode
         monkeypatch.setenv("QUIJOTE_HOME", str(home))
-        results[mode] = (home, run((corpus,), PARAMS))
+        results[mode] = (home, run((corpus,), PARAMS, labelled=None))
     (single_home, single), (dask_home, dask) = results["single"], results["dask"]
     assert single["metrics"]["documents"] == 3
     keys = [{name: s["key"] for name, s in r["stages"].items()} for r in (single, dask)]

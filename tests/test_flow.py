@@ -17,11 +17,14 @@ from prefect.client.schemas.filters import (
 )
 
 from flows.quijote_embeddings import quijote_embeddings
+from models.classifier import TextClassifier
 from storage import schemas, warehouse
 from storage.vectors import read_vectors, write_word2vec
-from tests.data import quijote_slice
+from tasks.classify import accuracy, read_labelled, stratified_split
+from tests.data import news_csv, quijote_slice
 
 SMALL = {"dim": 24, "epochs": 2, "min_count": 3}
+CLASSIFIER = {"epochs": 10, "batch_size": 8, "seeds": 2}
 
 
 @pytest.fixture
@@ -32,7 +35,7 @@ def corpus(tmp_path: Path) -> str:
 
 
 def test_flow_writes_every_stage_and_publishes(prefect_api, home: Path, corpus: str) -> None:
-    summary = quijote_embeddings((corpus,), SMALL)
+    summary = quijote_embeddings((corpus,), SMALL, labelled=None)
     stages = home / "stages"
     expected = {
         "download": ("documents.parquet", schemas.DOCUMENTS),
@@ -66,7 +69,7 @@ def test_flow_writes_every_stage_and_publishes(prefect_api, home: Path, corpus: 
 
 
 def test_word2vec_export_round_trip_through_gensim(prefect_api, home: Path, corpus: str) -> None:
-    quijote_embeddings((corpus,), SMALL)
+    quijote_embeddings((corpus,), SMALL, labelled=None)
     run = warehouse.current_run()
     out = home / "vectors.txt"
     write_word2vec(Path(run["vectors_path"]), out)
@@ -78,9 +81,12 @@ def test_word2vec_export_round_trip_through_gensim(prefect_api, home: Path, corp
     assert by_gensim == [w for w, _ in warehouse.neighbors("sancho", 5)]
 
 
-def run_flow(corpus: str, params: dict) -> tuple[dict, UUID]:
-    """The flow's summary and its flow run id."""
-    state = quijote_embeddings((corpus,), params, return_state=True)
+def run_flow(corpus: str, params: dict, labelled: Path | None = None) -> tuple[dict, UUID]:
+    """The flow's summary and its flow run id; a classifier on `labelled` (texto, tema)."""
+    table = str(labelled) if labelled else None
+    state = quijote_embeddings(
+        (corpus,), params, table, "texto", "tema", CLASSIFIER, return_state=True
+    )
     return state.result(), state.state_details.flow_run_id
 
 
@@ -95,17 +101,18 @@ def task_states(flow_run_id: UUID) -> dict[str, str]:
 def test_second_run_reuses_every_stage_and_a_change_reruns_downstream(
     prefect_api, home: Path, corpus: str
 ) -> None:
-    first, first_id = run_flow(corpus, SMALL)
+    labelled = news_csv(home.parent / "news.csv")
+    first, first_id = run_flow(corpus, SMALL, labelled)
     assert not any(s["reused"] for s in first["stages"].values())
     assert set(task_states(first_id).values()) == {"Completed"}
-    again, again_id = run_flow(corpus, SMALL)
+    again, again_id = run_flow(corpus, SMALL, labelled)
     assert all(s["reused"] for s in again["stages"].values())
     states = task_states(again_id)
     assert all(states[stage] == "Cached" for stage in again["stages"]), states
     assert "| train | yes |" in Path(again["report"]).read_text()
     assert again["stages"] == {k: {**v, "reused": True} for k, v in first["stages"].items()}
 
-    changed = quijote_embeddings((corpus,), {**SMALL, "epochs": 3})
+    changed, _ = run_flow(corpus, {**SMALL, "epochs": 3}, labelled)
     reused = {name for name, s in changed["stages"].items() if s["reused"]}
     assert reused == {"download", "tokenize", "vocab", "negatives"}
     runs = [r for (r,) in duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
@@ -114,7 +121,8 @@ def test_second_run_reuses_every_stage_and_a_change_reruns_downstream(
 
 
 def test_report_files_and_artifacts(prefect_api, home: Path, corpus: str) -> None:
-    summary, flow_run_id = run_flow(corpus, SMALL)
+    labelled = news_csv(home.parent / "news.csv")
+    summary, flow_run_id = run_flow(corpus, SMALL, labelled)
     run_dir = Path(summary["run_dir"])
     for name in ("loss.png", "map.png"):
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -127,6 +135,7 @@ def test_report_files_and_artifacts(prefect_api, home: Path, corpus: str) -> Non
         )
     kinds = {(a.key, a.type) for a in artifacts}
     assert {("quijote-report", "markdown"), ("quijote-stages", "table")} <= kinds
+    assert ("quijote-classifier", "table") in kinds
     progress = [a for a in artifacts if a.type == "progress"]
     assert progress and progress[0].data == 100.0
 
@@ -143,3 +152,24 @@ def test_a_worse_run_is_rejected_and_kept(prefect_api, home: Path, corpus: str) 
     assert statuses == {good["run_id"]: "current", worse["run_id"]: "rejected"}
     assert len(warehouse.run_neighbors(worse["run_id"], "sancho", 5)) == 5
     assert "## Quality gate: rejected" in Path(worse["report"]).read_text()
+
+
+def test_the_classifier_is_trained_recorded_and_saved(prefect_api, home: Path, corpus: str) -> None:
+    labelled = news_csv(home.parent / "news.csv")
+    summary, _ = run_flow(corpus, SMALL, labelled)
+    rows = summary["classifier"]["rows"]
+    assert [row["mode"] for row in rows] == ["finetune", "frozen", "random"]
+    assert all(row["seeds"] == 2 and row["n_validation"] == 6 for row in rows)
+    _, stored = warehouse.query(
+        "SELECT run_id, mode, accuracy, macro_f1 FROM classifier_metrics ORDER BY mode"
+    )
+    assert stored == [(summary["run_id"], r["mode"], r["accuracy"], r["macro_f1"]) for r in rows]
+    report = Path(summary["report"]).read_text()
+    assert "## Classifier (tema of" in report and "| finetune |" in report
+    model = TextClassifier.load(Path(summary["classifier"]["model_dir"]))
+    assert model.settings["mode"] == "finetune" and model.labels == sorted(set(model.labels))
+    texts, labels = read_labelled(labelled, "texto", "tema")
+    _, held = stratified_split(labels, model.settings["validation"], model.settings["seed"])
+    predicted, _ = model.predict([texts[i] for i in held])
+    assert accuracy([labels[i] for i in held], predicted) == model.settings["accuracy"]
+    assert model.settings["accuracy"] > 0.5  # three easy topics: far above chance (1/3)

@@ -26,6 +26,7 @@ from tests.data import quijote_slice
 
 RUN_TIMEOUT_S = 120
 SMALL = {"epochs": 1, "dim": 16, "min_count": 3}
+CLASSIFIER = {"epochs": 3, "seeds": 1}  # on the default labelled news, from the corpus mirror
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ def run_deployment(server: Server, corpus: str, params: dict) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "prefect", "deployment", "run", serve.DEPLOYMENT,
          "--param", f"params={json.dumps(params)}",
-         "--param", f"corpus={json.dumps([corpus])}"],
+         "--param", f"corpus={json.dumps([corpus])}",
+         "--param", f"classifier={json.dumps(CLASSIFIER)}"],
         env=serve.prefect_env(server.home, server.url),
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
@@ -133,6 +135,9 @@ def test_deployment_runs_on_the_worker_and_a_second_run_reuses_every_stage(
     first = newest_manifest(deployed.home)
     assert first["params"]["dim"] == 16 and first["corpus"] == [str(corpus)]
     assert not any(stage["reused"] for stage in first["stages"].values())
+    assert [row["mode"] for row in first["metrics"]["classifier"]] == [
+        "finetune", "frozen", "random"
+    ]  # fmt: skip
     with duckdb.connect(str(deployed.home / "warehouse.duckdb"), read_only=True) as con:
         current = con.execute("SELECT run_id FROM runs WHERE is_current").fetchall()
     assert current == [(first["run_id"],)]

@@ -1,0 +1,157 @@
+"""`quijote classify`: train the EmbeddingBag text classifier on a labelled CSV or Parquet
+table, starting from skip-gram vectors, and predict labels with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from quijote.errors import QuijoteError
+
+classify_app = typer.Typer(
+    help="Text classifier on top of the word vectors.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+DataOption = Annotated[Path, typer.Option("--data", help="CSV (with a header) or Parquet file.")]
+TextColumn = Annotated[str, typer.Option("--text-column", help="Column holding the text.")]
+
+
+def _current_run(instead: str) -> dict:
+    from storage import warehouse
+
+    run = warehouse.current_run()
+    if run is None:
+        raise QuijoteError(f"no current run in the warehouse: run `quijote run` first, {instead}")
+    return run
+
+
+def _current_model() -> Path:
+    from storage.paths import run_classifier_dir
+
+    run = _current_run("or pass --model DIR")
+    model = run_classifier_dir(run["run_id"])
+    if not model.is_dir():
+        raise QuijoteError(
+            f"the current run {run['run_id']} has no classifier (it ran without labelled "
+            "data): pass --model DIR"
+        )
+    return model
+
+
+def _vectors_file(name: str | None) -> Path:
+    """--vectors: a file, else a run id in the warehouse; the current run's when not given."""
+    from storage import warehouse
+
+    if name is not None and Path(name).is_file():
+        return Path(name)
+    if name is None:
+        return Path(_current_run("or pass --vectors FILE (or --vectors none)")["vectors_path"])
+    run = warehouse.find_run(name)
+    if run is None:
+        raise QuijoteError(f"--vectors {name}: neither a file nor a run id in the warehouse")
+    return Path(run["vectors_path"])
+
+
+@classify_app.command()
+def train(
+    data: DataOption,
+    text_column: TextColumn,
+    label_column: Annotated[str, typer.Option("--label-column", help="Column of labels.")],
+    vectors: Annotated[
+        str | None,
+        typer.Option(
+            help="A run id, a word2vec text or vectors Parquet file, or none "
+            "(default: the current run's vectors)."
+        ),
+    ] = None,
+    freeze: Annotated[bool, typer.Option("--freeze", help="Do not train the vectors.")] = False,
+    random_init: Annotated[
+        bool, typer.Option("--random-init", help="Start from random vectors (baseline).")
+    ] = False,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Model directory to write (default: <data dir>/classifier)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the split and the model.")] = 1,
+) -> None:
+    """Train on a stratified 80 % of the rows, print accuracy and macro-F1 on the other 20 %,
+    save the model."""
+    from storage.paths import data_home
+    from storage.vectors import read_vectors_file
+    from tasks.classify import ClassifyParams, fit_and_evaluate, read_labelled
+
+    if freeze and random_init:
+        raise QuijoteError("--freeze and --random-init exclude each other")
+    no_vectors = random_init or (vectors is not None and vectors.lower() == "none")
+    if freeze and no_vectors:
+        raise QuijoteError("--freeze needs vectors: give --vectors FILE")
+    mode = "random" if no_vectors else "frozen" if freeze else "finetune"
+    vectors_path = None if no_vectors else _vectors_file(vectors)
+    params = ClassifyParams(mode=mode, seed=seed)
+    texts, labels = read_labelled(data, text_column, label_column)
+    word_vectors = read_vectors_file(vectors_path) if vectors_path else None
+    target = model or data_home() / "classifier"
+    source = {
+        "vectors": str(vectors_path) if vectors_path else None,
+        "text_column": text_column,
+        "label_column": label_column,
+    }
+    classifier, metrics = fit_and_evaluate(texts, labels, word_vectors, params, source)
+    classifier.save(target)
+    typer.echo(
+        f"{mode} classifier: {len(classifier.labels)} labels, "
+        f"{len(classifier.vocab):,} words, trained on {metrics['n_train']} rows"
+    )
+    typer.echo(
+        f"validation ({metrics['n_validation']} rows): accuracy {metrics['accuracy']:.4f} · "
+        f"macro-F1 {metrics['macro_f1']:.4f}"
+    )
+    typer.echo(f"model: {target}")
+
+
+@classify_app.command()
+def predict(
+    data: DataOption,
+    text_column: TextColumn,
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Predictions: .csv or .parquet (row, label, probability).")
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Model directory (default: the current run's classifier)."),
+    ] = None,
+) -> None:
+    """Write the predicted label of each row of --data and its probability."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from models.classifier import TextClassifier
+    from storage.files import atomic_path
+    from storage.tables import read_columns
+    from tasks.classify import tokenize_texts
+
+    suffix = out_file.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise QuijoteError(f"unknown output format {out_file.name!r}: use a .csv or .parquet file")
+    classifier = TextClassifier.load(model or _current_model())
+    texts = read_columns(data, [text_column])[text_column]
+    labels, probabilities = classifier.predict(tokenize_texts(texts, str(data), text_column))
+    table = pa.table(
+        {
+            "row": pa.array(range(1, len(labels) + 1), pa.int64()),
+            "label": pa.array(labels, pa.string()),
+            "probability": pa.array(probabilities, pa.float64()),
+        }
+    )
+    with atomic_path(out_file) as tmp:
+        if suffix == ".csv":
+            pacsv.write_csv(table, tmp)
+        else:
+            pq.write_table(table, tmp)
+    typer.echo(f"wrote {len(labels)} predictions to {out_file}")

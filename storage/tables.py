@@ -1,0 +1,38 @@
+"""Labelled tables: the named columns of a CSV or Parquet file, with one clear error for a
+file that is missing, unreadable, not UTF-8 or without the column."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from quijote.errors import QuijoteError, first_line
+
+
+def read_columns(path: Path, columns: Sequence[str]) -> dict[str, list[Any]]:
+    """The named columns of a Parquet file (suffix .parquet) or a CSV file (anything else:
+    UTF-8, header row, quoted fields may hold line breaks) as Python lists."""
+    if not path.is_file():
+        raise QuijoteError(f"no such file: {path}")
+    try:
+        if path.suffix.lower() == ".parquet":
+            table = pq.read_table(path)
+        else:
+            options = pacsv.ParseOptions(newlines_in_values=True)
+            table = pacsv.read_csv(path, parse_options=options)
+    except (pa.ArrowException, OSError) as error:
+        raise QuijoteError(f"cannot read {path}: {first_line(error)}") from None
+    for column in columns:
+        if column not in table.column_names:
+            shown = ", ".join(table.column_names[:20])
+            more = " …" if len(table.column_names) > 20 else ""
+            raise QuijoteError(f"no column {column!r} in {path}; its columns: {shown}{more}")
+        kind = table[column].type
+        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            raise QuijoteError(f"cannot read {path}: column {column!r} is not UTF-8 text")
+    return {column: table[column].to_pylist() for column in columns}
