@@ -19,7 +19,10 @@ from typing import Protocol
 
 import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from models.skipgram import MIN_LR, Batch, Block
 
@@ -97,6 +100,45 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.float32:
 
 
 @njit(inline="always")
+def _targets(
+    out: np.ndarray,
+    context: np.int32,
+    prob: np.ndarray,
+    alias: np.ndarray,
+    key: np.uint64,
+    row: np.int64,
+    k: int,
+) -> None:
+    """A pair's context, then its K negatives (-1 where a negative equals the context)."""
+    out[0] = context
+    for j in range(k):
+        negative = _draw(prob, alias, key, row * k + j)
+        out[j + 1] = -1 if negative == context else negative
+
+
+@intrinsic
+def _prefetch(typingctx, array, row, column):
+    """Ask the CPU to bring array[row, column]'s cache line in (LLVM's prefetch, for write)."""
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, args[1:])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(array, types.intp, types.intp), codegen
+
+
+@njit(inline="always")
+def _prefetch_row(array: np.ndarray, row: np.int32) -> None:
+    for column in range(0, array.shape[1], 16):  # 16 float32 = a 64-byte cache line
+        _prefetch(array, row, column)
+
+
+@njit(inline="always")
 def _softplus(x: np.float32) -> np.float32:
     """log(1 + exp(x)), without overflow."""
     return max(x, np.float32(0.0)) + np.log1p(np.exp(-abs(x)))
@@ -123,9 +165,11 @@ def _pair_step(
             g[j] = 0.0
             continue
         f = _dot(v, w_out[t])
+        e = np.exp(-abs(f))  # sigmoid and log-sigmoid from one exp
+        sigmoid = np.float32(1.0) / (np.float32(1.0) + e) if f >= 0 else e / (np.float32(1.0) + e)
         label = np.float32(1.0) if j == 0 else np.float32(0.0)
-        g[j] = (label - np.float32(1.0) / (np.float32(1.0) + np.exp(-f))) * lr
-        loss += _softplus(-f if j == 0 else f)
+        g[j] = (label - sigmoid) * lr
+        loss += max(-f if j == 0 else f, np.float32(0.0)) + np.log1p(e)
     for d in range(dim):
         neu1e[d] = 0.0
     for j in range(len(targets)):
@@ -165,18 +209,24 @@ def train_block(
     n = len(center)
     losses = np.zeros(threads)
     for t in prange(threads):
-        targets = np.empty(k + 1, dtype=np.int32)
+        targets = np.empty((2, k + 1), dtype=np.int32)  # this pair's and the next one's
         g = np.empty(k + 1, dtype=np.float32)
         neu1e = np.empty(w_in.shape[1], dtype=np.float32)
         loss = 0.0
-        for i in range(n * t // threads, n * (t + 1) // threads):
-            o = context[i]
-            targets[0] = o
-            for j in range(k):
-                negative = _draw(prob, alias, key, (first + i) * k + j)
-                targets[j + 1] = -1 if negative == o else negative
+        start, end = n * t // threads, n * (t + 1) // threads
+        if start < end:
+            _targets(targets[0], context[start], prob, alias, key, first + start, k)
+        for i in range(start, end):
+            if i + 1 < end:  # draw the next pair's targets and start loading their rows
+                following = targets[(i + 1 - start) % 2]
+                _targets(following, context[i + 1], prob, alias, key, first + i + 1, k)
+                _prefetch_row(w_in, center[i + 1])
+                for j in range(k + 1):
+                    if following[j] >= 0:
+                        _prefetch_row(w_out, following[j])
             step_lr = np.float32(lr * max(MIN_LR, 1.0 - (done + i) / total))
-            loss += _pair_step(w_in, w_out, center[i], targets, g, neu1e, step_lr)
+            current = targets[(i - start) % 2]
+            loss += _pair_step(w_in, w_out, center[i], current, g, neu1e, step_lr)
         losses[t] = loss
     return losses.sum()
 

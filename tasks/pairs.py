@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from numba import njit
 
 from quijote.params import Params
 from storage.files import write_parquet
@@ -28,20 +29,32 @@ def window_pairs(
     ids: np.ndarray, lengths: np.ndarray, window: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centers and contexts of the sentences given as flat `ids` and their `lengths`."""
-    sentence = np.repeat(np.arange(len(lengths)), lengths)
-    reach = rng.integers(1, window + 1, size=len(ids))
-    positions, offsets = [], []
-    for distance in range(1, window + 1):
-        same = sentence[distance:] == sentence[:-distance]
-        left = np.flatnonzero(same & (reach[distance:] >= distance)) + distance
-        right = np.flatnonzero(same & (reach[:-distance] >= distance))
-        positions += [left, right]
-        offsets += [np.full(len(left), -distance), np.full(len(right), distance)]
-    center = np.concatenate(positions)
-    offset = np.concatenate(offsets)
-    order = np.lexsort((offset, center))
-    center, offset = center[order], offset[order]
-    return ids[center], ids[center + offset]
+    reach = rng.integers(1, window + 1, size=len(ids)).astype(np.int32)
+    return _window_pairs(ids, lengths.astype(np.int64), reach)
+
+
+@njit(cache=True, nogil=True)
+def _window_pairs(
+    ids: np.ndarray, lengths: np.ndarray, reach: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each center's contexts, left to right, within its sentence, `reach[i]` on each side."""
+    size = 0
+    start = 0
+    for length in lengths:
+        for i in range(start, start + length):
+            size += min(reach[i], i - start) + min(reach[i], start + length - 1 - i)
+        start += length
+    center, context = np.empty(size, np.int32), np.empty(size, np.int32)
+    n = start = 0
+    for length in lengths:
+        end = start + length
+        for i in range(start, end):
+            for j in range(max(start, i - reach[i]), min(end, i + reach[i] + 1)):
+                if j != i:
+                    center[n], context[n] = ids[i], ids[j]
+                    n += 1
+        start = end
+    return center, context
 
 
 def skipgram_pairs(

@@ -21,6 +21,7 @@ from tasks.stage_task import stage_task
 
 VERSION = 3
 HELDOUT_FILE = "heldout.parquet"
+IdBatch = tuple[pa.Array, np.ndarray, np.ndarray]  # sentence ids, token ids, sentence lengths
 
 
 def keep_probabilities(counts: np.ndarray, sample: float, rule: str = "word2vec") -> np.ndarray:
@@ -52,27 +53,38 @@ def split_heldout(
         yield batch.filter(pa.array(is_heldout(ids, share, seed) == heldout))
 
 
+def vocabulary_ids(sentences: Iterable[pa.RecordBatch], words: pa.Array) -> Iterator[IdBatch]:
+    """Each batch's sentence ids, its tokens as vocabulary ids (id = position in `words`,
+    -1 for a word not in it) and the sentences' lengths."""
+    for batch in sentences:
+        tokens = batch.column("tokens")
+        ids = pc.index_in(tokens.flatten(), value_set=words).fill_null(-1).to_numpy()
+        yield batch.column("sentence_id"), ids.astype(np.int32), np.diff(tokens.offsets.to_numpy())
+
+
+def subsample_ids(
+    batches: Iterable[IdBatch], keep: np.ndarray, rng: np.random.Generator
+) -> Iterator[pa.RecordBatch]:
+    """Out-of-vocabulary tokens removed, each word kept with probability `keep[id]`;
+    sentences left with no word are dropped."""
+    for sentence_ids, ids, lengths in batches:
+        kept = (ids >= 0) & (rng.random(len(ids)) < keep[np.maximum(ids, 0)])
+        row_of = np.repeat(np.arange(len(lengths)), lengths)
+        kept_per_row = np.bincount(row_of[kept], minlength=len(lengths))
+        offsets = np.concatenate([[0], np.cumsum(kept_per_row)]).astype(np.int32)
+        lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids[kept]))
+        rows = pa.record_batch([sentence_ids, lists], schema=SUBSAMPLED)
+        yield rows.filter(pa.array(kept_per_row > 0))
+
+
 def subsample(
     sentences: Iterable[pa.RecordBatch],
     words: pa.Array,
     keep: np.ndarray,
     rng: np.random.Generator,
 ) -> Iterator[pa.RecordBatch]:
-    """Sentences as vocabulary ids (id = position in `words`), out-of-vocabulary tokens removed,
-    each word kept with probability `keep[id]`; sentences left with no word are dropped."""
-    for batch in sentences:
-        tokens = batch.column("tokens")
-        ids = pc.index_in(tokens.flatten(), value_set=words).to_numpy(zero_copy_only=False)
-        known = ~np.isnan(ids)
-        ids = np.where(known, ids, 0).astype(np.int32)
-        kept = known & (rng.random(len(ids)) < keep[ids])
-        lengths = np.diff(tokens.offsets.to_numpy())
-        row_of = np.repeat(np.arange(len(lengths)), lengths)
-        kept_per_row = np.bincount(row_of[kept], minlength=len(lengths))
-        offsets = np.concatenate([[0], np.cumsum(kept_per_row)]).astype(np.int32)
-        lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids[kept]))
-        rows = pa.record_batch([batch.column("sentence_id"), lists], schema=SUBSAMPLED)
-        yield rows.filter(pa.array(kept_per_row > 0))
+    """Sentences as vocabulary ids, subsampled (`subsample_ids` of `vocabulary_ids`)."""
+    return subsample_ids(vocabulary_ids(sentences, words), keep, rng)
 
 
 def epoch_file(epoch: int) -> str:
@@ -92,10 +104,12 @@ def subsample_task(
         return split_heldout(batches, params.heldout, params.seed, heldout)
 
     def build(out):
-        words_per_epoch = []
+        # the shard's ids once for all epochs (4 bytes a token: bounded by the document)
+        training = list(vocabulary_ids(part(False), table["word"]))
+        words_per_epoch: list[int] = []
         for epoch in range(params.epochs):
             rng = seeded(params.seed, epoch, Stream.SUBSAMPLE, shard)
-            counted = _count_ids(subsample(part(False), table["word"], keep, rng), words_per_epoch)
+            counted = _count_ids(subsample_ids(training, keep, rng), words_per_epoch)
             write_parquet(out / epoch_file(epoch), SUBSAMPLED, counted)
         heldout_words: list[int] = []
         rng = seeded(params.seed, 0, Stream.HELDOUT_SUBSAMPLE, shard)
