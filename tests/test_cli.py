@@ -151,3 +151,14 @@ def test_export_formats(published: Path, tmp_path: Path) -> None:
     assert (projector / "metadata.tsv").read_text().split() == WORDS
     assert len((projector / "vectors.tsv").read_text().splitlines()) == len(WORDS)
     assert_one_line_error(quijote(published, "export", "--format", "pdf"), "unknown format")
+
+
+def test_classify_bad_input_is_one_line_and_exit_status_2(home: Path, tmp_path: Path) -> None:
+    args = ["--text-column", "texto", "--label-column", "tema", "--vectors", "none"]
+    missing = quijote(home, "classify", "train", "--data", str(tmp_path / "no.csv"), *args)
+    assert_one_line_error(missing, "no such file")
+    once = tmp_path / "once.csv"
+    once.write_text("texto,tema\nuno dos,a\ntres cuatro,a\ncinco,b\n", encoding="utf-8")
+    result = quijote(home, "classify", "train", "--data", str(once), *args)
+    assert_one_line_error(result, "label 'b' has only 1 example")
+    assert not (home / "classifier").exists()
