@@ -3,9 +3,10 @@
 Pairs are processed in file order, one at a time: a pair's K negatives are drawn inside the
 kernel from the noise distribution (an alias table: exact, O(1) a draw), its K+1 scores are
 computed from the current vectors, and the exact SGD step of that one pair is applied (the
-reference `sgns_step` on a batch of one pair). Threads take contiguous slices of a block of
-pairs and update the shared matrices without locks (Hogwild). The learning rate decays
-linearly with the pair's position among all pairs of all epochs.
+reference `sgns_step` on a batch of one pair). A block of pairs is cut into contiguous slices;
+each thread takes the next free slice and updates the shared matrices without locks
+(Hogwild). The learning rate decays linearly with the pair's position among all pairs of all
+epochs.
 
 Negatives are counter-based: draw j of pair r of an epoch is `splitmix64(key + (r*K + j + 1) *
 GOLDEN)`, with `key` from the run's seed and the epoch, so they do not depend on threads or
@@ -15,6 +16,7 @@ result is exactly reproducible; with more, the order of the racing updates is no
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 import numba
@@ -26,7 +28,12 @@ from numba.extending import intrinsic
 
 from models.skipgram import MIN_LR, Batch, Block
 
+# numba's own thread pool: OpenMP's spinning barriers stall when another process holds a core
+# (2-5x slower on a busy 2-core machine). It runs one parallel call at a time: `_LOCK`.
+numba.config.THREADING_LAYER = "workqueue"
+_LOCK = threading.Lock()
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+CHUNKS_PER_THREAD = 8  # a block is cut in threads x 8 slices, so a slow thread holds no one up
 
 
 @njit(inline="always")
@@ -201,19 +208,19 @@ def train_block(
     total: np.int64,
     lr: float,
     k: int,
-    threads: int,
+    chunks: int,
 ) -> float:
-    """Train on one block of pairs in place, `threads` contiguous slices in parallel; `first`
-    is the block's first pair in its epoch (for the negatives), `done` among all pairs of all
-    epochs (for the learning rate). Returns the summed loss of the block's pairs."""
+    """Train on one block of pairs in place, in `chunks` contiguous slices that the threads
+    take in turn; `first` is the block's first pair in its epoch (for the negatives), `done`
+    among all pairs of all epochs (for the learning rate). Returns the summed loss."""
     n = len(center)
-    losses = np.zeros(threads)
-    for t in prange(threads):
+    losses = np.zeros(chunks)
+    for t in prange(chunks):
         targets = np.empty((2, k + 1), dtype=np.int32)  # this pair's and the next one's
         g = np.empty(k + 1, dtype=np.float32)
         neu1e = np.empty(w_in.shape[1], dtype=np.float32)
         loss = 0.0
-        start, end = n * t // threads, n * (t + 1) // threads
+        start, end = n * t // chunks, n * (t + 1) // chunks
         if start < end:
             _targets(targets[0], context[start], prob, alias, key, first + start, k)
         for i in range(start, end):
@@ -288,14 +295,17 @@ class KernelTrainer:
     def train(self, block: Block, epoch: int, first: int, done: int) -> float:
         center, context = block
         numba.set_num_threads(self.threads)
+        chunks = 1 if self.threads == 1 else self.threads * CHUNKS_PER_THREAD
         noise = self.noise
-        return train_block(
-            self.w_in, self.w_out, center, context, noise.prob, noise.alias, noise.key(epoch),
-            first, done, self.total, self.lr, noise.k, self.threads,
-        )  # fmt: skip
+        with _LOCK, numba.parallel_chunksize(1):  # a free thread takes the next chunk
+            return train_block(
+                self.w_in, self.w_out, center, context, noise.prob, noise.alias,
+                noise.key(epoch), first, done, self.total, self.lr, noise.k, chunks,
+            )  # fmt: skip
 
     def heldout_loss(self, batch: Batch) -> float:
-        return loss_sum(self.w_in, self.w_out, *batch) / max(len(batch[0]), 1)
+        with _LOCK:
+            return loss_sum(self.w_in, self.w_out, *batch) / max(len(batch[0]), 1)
 
     def vectors(self) -> np.ndarray:
         return self.w_in
