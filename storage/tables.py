@@ -27,10 +27,14 @@ def read_columns(path: Path, columns: Sequence[str]) -> dict[str, list[Any]]:
             table = pacsv.read_csv(path, parse_options=options)
     except (pa.ArrowException, OSError) as error:
         raise QuijoteError(f"cannot read {path}: {first_line(error)}") from None
+    try:
+        names = table.column_names
+    except UnicodeDecodeError:
+        raise QuijoteError(f"cannot read {path}: its header is not UTF-8") from None
     for column in columns:
-        if column not in table.column_names:
-            shown = ", ".join(table.column_names[:20])
-            more = " …" if len(table.column_names) > 20 else ""
+        if column not in names:
+            shown = ", ".join(names[:20])
+            more = " …" if len(names) > 20 else ""
             raise QuijoteError(f"no column {column!r} in {path}; its columns: {shown}{more}")
         kind = table[column].type
         if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):

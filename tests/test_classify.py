@@ -10,6 +10,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from models.classifier import TextClassifier, build
@@ -426,3 +428,29 @@ def test_cli_predict_rejects_a_missing_model_and_an_unknown_format(
     result = CliRunner().invoke(classify_app, [*args, "--out", str(tmp_path / "p.json")])
     assert "use a .csv or .parquet file" in str(result.exception)
     assert not (tmp_path / "p.csv").exists()
+
+
+# Fuzz: whatever the file holds, reading it gives texts and labels or one QuijoteError
+
+CSV_PIECES = st.sampled_from(['"', ",", "\n", "\r\n", "a", "b", "texto", "tema", "ñ", " ", "é"])
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    header=st.sampled_from(["texto,tema\n", "tema,texto\n", '"texto","tema"\n', "texto\n", ""]),
+    body=st.lists(CSV_PIECES, max_size=60).map("".join) | st.text(max_size=60),
+    raw=st.binary(max_size=40),
+)
+def test_any_csv_is_read_or_refused_in_one_line(
+    tmp_path: Path, header: str, body: str, raw: bytes
+) -> None:
+    path = tmp_path / "fuzz.csv"
+    path.write_bytes((header + body).encode() + raw)
+    try:
+        texts, labels = read_labelled(path, "texto", "tema")
+    except QuijoteError as error:
+        assert "\n" not in str(error)
+    else:
+        assert len(texts) == len(labels) > 0 and all(texts) and all(labels)
