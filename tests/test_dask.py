@@ -12,7 +12,7 @@ from storage.vectors import read_vectors
 from tests.data import CORPORA, first_words
 
 NOVELS = ("eltec_spa/marianela.txt", "eltec_spa/trafalgar.txt", "gutenberg_es/niebla.txt")
-PARAMS = {"epochs": 2, "dim": 12, "min_count": 3}
+PARAMS = {"epochs": 2, "dim": 12, "min_count": 3, "threads": 1}  # one thread: reproducible
 
 
 @pytest.fixture
