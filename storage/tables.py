@@ -33,7 +33,7 @@ def read_columns(path: Path, columns: Sequence[str]) -> dict[str, list[Any]]:
         raise QuijoteError(f"cannot read {path}: its header is not UTF-8") from None
     for column in columns:
         if column not in names:
-            shown = ", ".join(names[:20])
+            shown = ", ".join(map(repr, names[:20]))
             more = " …" if len(names) > 20 else ""
             raise QuijoteError(f"no column {column!r} in {path}; its columns: {shown}{more}")
         kind = table[column].type

@@ -277,7 +277,7 @@ def test_vectors_from_word2vec_text_and_parquet(vectors_file: Path, tmp_path: Pa
     ("columns", "text_column", "label_column", "message"),
     [
         ({"texto": ["a b", "c d"], "tema": ["x", "x"]}, "text", "tema",
-         "no column 'text' in .*; its columns: texto, tema"),
+         "no column 'text' in .*; its columns: 'texto', 'tema'"),
         ({"texto": ["a b", "c d"], "tema": ["x", "x"]}, "texto", "topic",
          "no column 'topic'"),
         ({"texto": ["a b", "  ", "e"], "tema": ["x", "x", "y"]}, "texto", "tema",
