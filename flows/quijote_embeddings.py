@@ -12,7 +12,7 @@ from prefect import Flow, Task, flow, get_run_logger, unmapped
 
 from quijote.params import Params
 from storage.stages import StageOutput
-from tasks.classify import DEFAULT_LABELLED, ClassifyParams, classify_task, find_labelled
+from storage.tables import DEFAULT_LABELLED, find_labelled
 from tasks.download import download
 from tasks.gate import gate_task
 from tasks.negatives import negatives_task
@@ -83,6 +83,8 @@ def quijote_embeddings(
     Parquet file, or a path inside the corpus mirror; None for no classifier), publish them
     (as the current run if the vectors pass) and report. `params` overrides the defaults in
     quijote.params, `classifier` those of tasks.classify.ClassifyParams."""
+    from tasks.classify import ClassifyParams, classify_task  # torch: not for `quijote train`
+
     settings = Params.from_mapping(params or {})
     classify_settings = ClassifyParams.from_mapping(classifier or {})
     table = find_labelled(labelled, text_column, label_column) if labelled else None

@@ -112,7 +112,8 @@ def run(
     """Run the whole flow locally: download, tokenize, ..., train, gate, classify, publish,
     report."""
     from quijote.params import Params
-    from tasks.classify import DEFAULT_LABELLED, ClassifyParams, find_labelled
+    from storage.tables import DEFAULT_LABELLED, find_labelled
+    from tasks.classify import ClassifyParams
 
     settings = _parse_settings(set_ or [])
     classifier = _parse_settings(classify_set or [])

@@ -1,9 +1,11 @@
-"""Labelled tables: the named columns of a CSV or Parquet file, with one clear error for a
-file that is missing, unreadable, not UTF-8 or without the column."""
+"""Labelled tables: where they are (a path, or a path inside the corpus mirror) and the named
+columns of a CSV or Parquet file, with one clear error for a file that is missing, unreadable,
+not UTF-8 or without the column."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,33 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from quijote.errors import QuijoteError, first_line
+from storage.paths import mirror_dir
+
+DEFAULT_LABELLED = "labelled/spanish_fake_news_v1_train.csv"  # inside the corpus mirror
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A labelled table: its file and the names of its text and label columns."""
+
+    path: Path
+    text_column: str = "Text"
+    label_column: str = "Topic"
+
+
+def find_labelled(name: str, text_column: str, label_column: str) -> Labelled | None:
+    """The labelled table `name`: a file, else a file of that relative path in the corpus
+    mirror; None when `name` is the default and the mirror does not have it (no classifier
+    then), an error for any other name that is not a file."""
+    path = Path(name).expanduser()
+    mirror = mirror_dir()
+    if not path.is_file() and not path.is_absolute() and mirror and (mirror / name).is_file():
+        path = mirror / name
+    if path.is_file():
+        return Labelled(path.resolve(), text_column, label_column)
+    if name == DEFAULT_LABELLED:
+        return None
+    raise QuijoteError(f"no labelled file {name!r} (a path, or a path inside {mirror})")
 
 
 def read_columns(path: Path, columns: Sequence[str]) -> dict[str, list[Any]]:

@@ -27,15 +27,14 @@ from models.classifier import MODES, TextClassifier, bags, build
 from quijote.errors import QuijoteError
 from quijote.params import Settings
 from storage.files import file_sha256
-from storage.paths import CLASSIFIER_MODEL, mirror_dir
+from storage.paths import CLASSIFIER_MODEL
 from storage.stages import StageOutput, run_stage
-from storage.tables import read_columns
+from storage.tables import Labelled, read_columns
 from storage.vectors import Vectors, read_vectors
 from tasks.stage_task import stage_task
 from tasks.tokenize import split_sentences
 
 VERSION = 1
-DEFAULT_LABELLED = "labelled/spanish_fake_news_v1_train.csv"  # inside the corpus mirror
 
 
 @dataclass(frozen=True)
@@ -312,30 +311,6 @@ def _take(
     texts: Sequence[Sequence[str]], labels: Sequence[str], rows: np.ndarray
 ) -> tuple[list[Sequence[str]], list[str]]:
     return [texts[i] for i in rows], [labels[i] for i in rows]
-
-
-@dataclass(frozen=True)
-class Labelled:
-    """A labelled table: its file and the names of its text and label columns."""
-
-    path: Path
-    text_column: str = "Text"
-    label_column: str = "Topic"
-
-
-def find_labelled(name: str, text_column: str, label_column: str) -> Labelled | None:
-    """The labelled table `name`: a file, else a file of that relative path in the corpus
-    mirror; None when `name` is the default and the mirror does not have it (no classifier
-    then), an error for any other name that is not a file."""
-    path = Path(name).expanduser()
-    mirror = mirror_dir()
-    if not path.is_file() and not path.is_absolute() and mirror and (mirror / name).is_file():
-        path = mirror / name
-    if path.is_file():
-        return Labelled(path.resolve(), text_column, label_column)
-    if name == DEFAULT_LABELLED:
-        return None
-    raise QuijoteError(f"no labelled file {name!r} (a path, or a path inside {mirror})")
 
 
 @stage_task("classify")

@@ -20,16 +20,13 @@ from quijote.errors import QuijoteError
 from storage import warehouse
 from storage.paths import run_classifier_dir
 from storage.stages import StageOutput
-from storage.tables import read_columns
+from storage.tables import DEFAULT_LABELLED, Labelled, find_labelled, read_columns
 from storage.vectors import read_vectors_file, word2vec_lines
 from tasks.classify import (
-    DEFAULT_LABELLED,
     ClassifyParams,
-    Labelled,
     accuracy,
     classify_task,
     compare_modes,
-    find_labelled,
     fit_and_evaluate,
     macro_f1,
     read_labelled,
