@@ -5,10 +5,9 @@ stages and neighbours) on the flow run."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
@@ -18,12 +17,17 @@ from storage import warehouse
 from storage.files import atomic_path
 from storage.vectors import read_vectors
 
+if TYPE_CHECKING:  # matplotlib loads only when a report is drawn (not in `quijote train`)
+    from matplotlib.figure import Figure
+
 PROBE_WORDS = ("quijote", "sancho", "dulcinea", "rocinante", "caballero")
 MAP_WORDS = 150
 
 
 def plot_loss(loss: list[float], heldout: list[float], path: Path) -> None:
     """Training loss (mean over each epoch) and held-out loss (after each epoch)."""
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(6, 4))
     axes = figure.subplots()
     epochs = np.arange(1, len(loss) + 1)
@@ -47,6 +51,8 @@ def pca_2d(vectors: np.ndarray) -> np.ndarray:
 def plot_word_map(words: list[str], vectors: np.ndarray, path: Path, n: int = MAP_WORDS) -> None:
     """The n most frequent words (vocab order is by count) placed by PCA."""
     points = pca_2d(vectors[:n])
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(10, 10))
     axes = figure.subplots()
     axes.scatter(points[:, 0], points[:, 1], s=4, alpha=0.4)
