@@ -67,9 +67,9 @@ IN_DOMAIN = {"epochs": 20, "window": 10, "min_count": 2}  # for the small labell
 def train_vectors(corpus: list[str], changes: dict[str, Any]) -> dict[str, Any]:
     """Skip-gram vectors (default parameters but `changes`) on `corpus` by the pipeline's
     stages."""
-    from flows.quijote_embeddings import train_stages
+    from flows.train_stages import train_stages
     from quijote.params import Params
-    from tasks.publish import total
+    from storage.stages import total
 
     started = time.perf_counter()
     stages = train_stages(corpus, Params(**changes), orchestrated=False)

@@ -8,65 +8,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import Flow, Task, flow, get_run_logger, unmapped
+from prefect import Flow, flow, get_run_logger
 
+from flows.train_stages import DEFAULT_CORPUS, train_stages
 from quijote.params import Params
-from storage.stages import StageOutput
 from storage.tables import DEFAULT_LABELLED, find_labelled
-from tasks.download import download
 from tasks.gate import gate_task
-from tasks.negatives import negatives_task
-from tasks.pairs import pairs_task
 from tasks.publish import new_run_id, publish_task
 from tasks.report import report_task
-from tasks.stage_task import plain
-from tasks.subsample import subsample_task
-from tasks.tokenize import tokenize_task
-from tasks.train import train_task
-from tasks.vocab import vocab_task
-
-DEFAULT_CORPUS = ("quijote",)
-
-Stages = dict[str, StageOutput | list[StageOutput]]
-
-
-def train_stages(corpus: list[str], params: Params, orchestrated: bool = True) -> Stages:
-    """Run the stages from download to train; `orchestrated=False` calls the plain functions
-    behind the tasks (no Prefect API), one shard after another, as `quijote train` does."""
-
-    def call(task: Task, *args: Any) -> StageOutput:
-        if not orchestrated:
-            return plain(task)(*args)
-        return task(*args, return_state=True).result()
-
-    def each(task: Task, *args: Any) -> list[StageOutput]:
-        """`task` once per shard: list arguments are per shard, the others shared."""
-        if not orchestrated:
-            return [plain(task)(*_row(args, i)) for i in range(len(shards))]
-        futures = task.map(*(a if isinstance(a, list) else unmapped(a) for a in args))
-        return [future.result() for future in futures]
-
-    documents = call(download, corpus)
-    shards = list(range(documents.meta["documents"]))
-    sentences = each(tokenize_task, documents, shards)
-    vocab = call(vocab_task, sentences, params)
-    subsampled = each(subsample_task, sentences, vocab, params, shards)
-    pairs = each(pairs_task, subsampled, params, shards)
-    negatives = call(negatives_task, vocab, params)
-    trained = call(train_task, vocab, pairs, negatives, params)
-    return {
-        "download": documents,
-        "tokenize": sentences,
-        "vocab": vocab,
-        "subsample": subsampled,
-        "pairs": pairs,
-        "negatives": negatives,
-        "train": trained,
-    }
-
-
-def _row(args: tuple[Any, ...], i: int) -> list[Any]:
-    return [a[i] if isinstance(a, list) else a for a in args]
 
 
 @flow(name="quijote-embeddings")
@@ -94,7 +43,7 @@ def quijote_embeddings(
     stages = train_stages(list(corpus), settings)
     verdict = gate_task(stages["train"])
     if table:
-        stages["classify"] = classify_task(
+        stages["classify"] = classify_task.task(
             stages["train"], table, classify_settings, return_state=True
         ).result()
     summary = publish_task(new_run_id(), started_at, list(corpus), settings, stages, verdict)

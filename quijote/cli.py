@@ -196,9 +196,9 @@ def train(
     if format_ not in ("word2vec", "parquet"):
         raise QuijoteError(f"unknown format {format_!r}: use word2vec or parquet")
     started = time.perf_counter()
-    from flows.quijote_embeddings import DEFAULT_CORPUS, train_stages
+    from flows.train_stages import DEFAULT_CORPUS, train_stages
+    from storage.stages import shards, total
     from storage.vectors import write_word2vec
-    from tasks.publish import shards, total
 
     stages = train_stages(list(corpus or DEFAULT_CORPUS), params, orchestrated=False)
     vectors = stages["train"].file("vectors.parquet")

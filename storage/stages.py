@@ -37,6 +37,16 @@ class StageOutput:
         return self.path / name
 
 
+def shards(output: StageOutput | list[StageOutput]) -> list[StageOutput]:
+    """A stage's outputs as a list: one per corpus shard, or the stage's single output."""
+    return output if isinstance(output, list) else [output]
+
+
+def total(output: StageOutput | list[StageOutput], field: str) -> int:
+    """A count summed over a stage's shards."""
+    return sum(part.meta[field] for part in shards(output))
+
+
 def stage_key(stage: str, version: int, params: Mapping[str, Any], inputs: list[str]) -> str:
     payload = json.dumps(
         {"stage": stage, "version": version, "params": dict(params), "inputs": inputs},

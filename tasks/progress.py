@@ -9,9 +9,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.context import TaskRunContext
-from prefect.logging import get_run_logger
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from models.skipgram import Progress as ProgressCallback
@@ -21,7 +18,10 @@ from models.skipgram import Progress as ProgressCallback
 def progress_bar(label: str, total: int) -> Iterator[ProgressCallback]:
     """Yield a callback(epoch, done, total, loss) that draws the bar and, at most once per
     percent, updates the run's progress artifact; a finite loss marks the end of an epoch."""
-    in_run = TaskRunContext.get() is not None
+    in_run = _in_task_run()
+    if in_run:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+        from prefect.logging import get_run_logger
     logger = get_run_logger() if in_run else logging.getLogger("quijote")
     artifact = create_progress_artifact(0.0, description=f"{label}: progress") if in_run else None
     shown = 0
@@ -40,3 +40,12 @@ def progress_bar(label: str, total: int) -> Iterator[ProgressCallback]:
                 logger.info("%s epoch %d: mean loss %.4f", label, epoch + 1, loss)
 
         yield report
+
+
+def _in_task_run() -> bool:
+    """Inside a Prefect task run; a process that never imported Prefect is not."""
+    if "prefect" not in sys.modules:
+        return False
+    from prefect.context import TaskRunContext
+
+    return TaskRunContext.get() is not None

@@ -18,7 +18,7 @@ from quijote.params import Params
 from storage import warehouse
 from storage.files import write_json
 from storage.paths import run_classifier_dir, runs_dir
-from storage.stages import StageOutput
+from storage.stages import StageOutput, shards, total
 from storage.vectors import write_word2vec
 from tasks.gate import Verdict
 
@@ -28,11 +28,6 @@ LIBRARIES = ("torch", "prefect", "duckdb", "pyarrow", "numpy")
 def new_run_id() -> str:
     """Sortable by time, unique by a random suffix."""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-
-
-def shards(output: StageOutput | list[StageOutput]) -> list[StageOutput]:
-    """A stage's outputs as a list: one per corpus shard, or the stage's single output."""
-    return output if isinstance(output, list) else [output]
 
 
 def stage_summary(stages: Mapping[str, StageOutput | list[StageOutput]]) -> dict[str, Any]:
@@ -48,11 +43,6 @@ def stage_summary(stages: Mapping[str, StageOutput | list[StageOutput]]) -> dict
             "seconds": round(sum(p.meta.get("seconds", 0) for p in parts), 3),
         }
     return summary
-
-
-def total(output: StageOutput | list[StageOutput], field: str) -> int:
-    """A count summed over a stage's shards."""
-    return sum(part.meta[field] for part in shards(output))
 
 
 @task(name="publish", cache_policy=NONE)

@@ -35,7 +35,6 @@ from tasks.classify import (
     train,
     vocabulary,
 )
-from tasks.stage_task import plain
 from tests.data import COMMON, CORPORA, TOPICS, VECTORS, WORDS, make_run, news, news_csv
 
 FAST = ClassifyParams(epochs=10, lr=0.05, batch_size=8, seeds=2)
@@ -206,15 +205,15 @@ def test_classify_stage_compares_saves_the_finetuned_model_and_is_reused(
     run = make_run(home / "train", "k", words, matrix)
     trained = StageOutput("train", "k", run.vectors_path.parent)
     table, params = Labelled(dataset, "texto", "tema"), FAST.with_(seeds=1)
-    output = plain(classify_task)(trained, table, params)
+    output = classify_task(trained, table, params)
     assert [row["mode"] for row in output.meta["rows"]] == ["finetune", "frozen", "random"]
     assert (output.meta["label_column"], output.meta["labels"]) == ("tema", sorted(TOPICS))
     model = TextClassifier.load(output.file("model"))
     assert model.settings["mode"] == "finetune"
     assert model.settings["accuracy"] == output.meta["validation"]["accuracy"]
-    again = plain(classify_task)(trained, table, params)
+    again = classify_task(trained, table, params)
     assert again.reused and again.path == output.path
-    assert not plain(classify_task)(trained, table, params.with_(epochs=11)).reused
+    assert not classify_task(trained, table, params.with_(epochs=11)).reused
 
 
 def test_labelled_tables_by_path_or_inside_the_mirror(

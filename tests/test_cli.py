@@ -55,6 +55,16 @@ def test_train_prints_one_json_line_and_writes_word2vec(
     assert vectors.vector_size == 16 and "sancho" in vectors.key_to_index
 
 
+def test_train_path_imports_neither_prefect_nor_torch() -> None:
+    """`quijote train` on the CPU loads no orchestrator and no torch (seconds of start-up)."""
+    code = (
+        "import sys, quijote.cli, flows.train_stages, storage.vectors;"
+        "print(sorted(m for m in ('prefect', 'torch', 'matplotlib') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
 def test_latin1_corpus_is_decoded(home: Path, slice_file: Path, tmp_path: Path) -> None:
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes(slice_file.read_text(encoding="utf-8").encode("cp1252"))

@@ -21,7 +21,6 @@ import pytest
 from quijote.errors import QuijoteError
 from storage.schemas import DOCUMENTS
 from tasks import download as dl
-from tasks.stage_task import plain
 from tests.data import CORPORA, QUIJOTE
 
 SPANISH = "¿Dónde está el niño? ¡Años de pingüinos en la Mancha!\n"
@@ -368,7 +367,7 @@ def test_download_task_writes_documents_and_is_cached(home: Path) -> None:
     books.mkdir()
     (books / "a.txt").write_bytes(SPANISH.encode("latin-1"))
     (books / "b.txt").write_bytes(BOOK)
-    first = plain(dl.download)([str(books), str(books / "a.txt")])  # a.txt twice: kept once
+    first = dl.download([str(books), str(books / "a.txt")])  # a.txt twice: kept once
     assert not first.reused
     assert first.meta["documents"] == 2
     assert first.meta["sources"] == [str(books / "a.txt"), str(books / "b.txt")]
@@ -378,10 +377,10 @@ def test_download_task_writes_documents_and_is_cached(home: Path) -> None:
     assert first.meta["characters"] == sum(len(t) for t in table.column("text").to_pylist())
     assert pq.ParquetFile(first.file("documents.parquet")).num_row_groups == 2
 
-    second = plain(dl.download)([str(books)])
+    second = dl.download([str(books)])
     assert second.reused and second.key == first.key and second.path == first.path
 
 
 def test_download_task_needs_a_corpus(home: Path) -> None:
     with pytest.raises(QuijoteError, match="no corpus"):
-        plain(dl.download)([])
+        dl.download([])

@@ -4,7 +4,7 @@ gensim with the same settings passes it too). About half a minute of training.""
 import numpy as np
 import pytest
 
-from flows.quijote_embeddings import train_stages
+from flows.train_stages import train_stages
 from quijote.params import Params
 from storage.vectors import read_vectors
 
