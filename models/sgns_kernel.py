@@ -26,7 +26,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from models.skipgram import MIN_LR, Batch, Block
+from models.skipgram import MIN_LR, Batch, Block, saved_weights
 
 # numba's own thread pool: OpenMP's spinning barriers stall when another process holds a core
 # (2-5x slower on a busy 2-core machine). It runs one parallel call at a time: `_LOCK`.
@@ -309,3 +309,10 @@ class KernelTrainer:
 
     def vectors(self) -> np.ndarray:
         return self.w_in
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"w_in": self.w_in, "w_out": self.w_out}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.w_in[:] = saved_weights(state, "w_in", self.w_in.shape)
+        self.w_out[:] = saved_weights(state, "w_out", self.w_out.shape)

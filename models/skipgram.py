@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from quijote.errors import QuijoteError
 Block = tuple[np.ndarray, ...]  # centers (B,), contexts (B,) [, negatives (B, K)]
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # centers (B,), contexts (B,), negatives (B, K)
 Progress = Callable[[int, int, int, float], None]  # epoch, pairs done, pairs total, mean loss
+Save = Callable[[dict[str, Any], dict[str, np.ndarray]], None]  # position, trainer state
 MIN_LR = 1e-4  # the learning rate decays linearly from lr to lr * MIN_LR over all pairs
 
 
@@ -33,6 +34,20 @@ class TrainResult:
     pairs: int
     seconds: float
     device: str
+
+
+@dataclass
+class Position:
+    """Where training stands (what a checkpoint records besides the weights): the epoch under
+    way, its pairs done and their summed loss, all pairs done, and the epochs' measurements."""
+
+    epoch: int = 0
+    first: int = 0
+    done: int = 0
+    loss_sum: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    heldout_losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0  # spent training before this process
 
 
 class Trainer(Protocol):
@@ -49,6 +64,22 @@ class Trainer(Protocol):
 
     def vectors(self) -> np.ndarray: ...
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The weights, to checkpoint."""
+        ...
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Go on from checkpointed weights; ValueError when they do not fit."""
+        ...
+
+
+def saved_weights(state: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """`state[name]` if it is float32 of `shape`, else ValueError (checkpoints of other runs)."""
+    weights = state.get(name)
+    if weights is None or weights.shape != shape or weights.dtype != np.float32:
+        raise ValueError(f"checkpoint has no float32 {name} of shape {shape}")
+    return weights
+
 
 def resolve_device(device: str) -> str:
     """`auto` is CUDA when present (torch is asked only where an NVIDIA driver is), else cpu."""
@@ -63,39 +94,58 @@ def resolve_device(device: str) -> str:
 
 def train_sgns(
     trainer: Trainer,
-    epochs: Callable[[int], Iterable[Block]],
+    epochs: Callable[[int, int], Iterable[Block]],
     n_epochs: int,
     total_pairs: int,
     on_progress: Progress | None = None,
     heldout: Batch | None = None,
+    start: Position | None = None,
+    save: Save | None = None,
+    save_every: float = math.inf,
 ) -> TrainResult:
-    """Train on `epochs(e)`'s blocks for e in range(n_epochs); measure the loss on the
-    `heldout` pairs after each epoch. A loss that is not finite is a QuijoteError."""
-    done, losses, heldout_losses = 0, [], []
-    started = time.perf_counter()
-    for epoch in range(n_epochs):
-        loss_sum, first = 0.0, 0
-        for block in epochs(epoch):
-            loss_sum += trainer.train(block, epoch, first, done)
-            first += len(block[0])
-            done += len(block[0])
+    """Train on `epochs(e, first)`'s blocks (epoch e from its pair `first` on) for e in
+    range(n_epochs), from `start` (a checkpoint's position, the trainer's weights already
+    loaded) or the beginning; measure the loss on the `heldout` pairs after each epoch.
+    `save(position, weights)` runs after every epoch but the last and after any block that
+    ends `save_every` seconds after the previous save. A loss that is not finite is a
+    QuijoteError."""
+    at = start or Position()
+    started = last_save = time.perf_counter()
+
+    def checkpoint() -> None:
+        nonlocal last_save
+        if save is not None:
+            elapsed = at.seconds + time.perf_counter() - started
+            save(asdict(at) | {"seconds": elapsed}, trainer.state())
+            last_save = time.perf_counter()
+
+    for epoch in range(at.epoch, n_epochs):
+        for block in epochs(epoch, at.first):
+            at.loss_sum += trainer.train(block, epoch, at.first, at.done)
+            at.first += len(block[0])
+            at.done += len(block[0])
             if on_progress:
-                on_progress(epoch, done, total_pairs, math.nan)
-        losses.append(loss_sum / max(first, 1))
-        if not math.isfinite(losses[-1]):
+                on_progress(epoch, at.done, total_pairs, math.nan)
+            if time.perf_counter() - last_save >= save_every:
+                checkpoint()
+        at.losses.append(at.loss_sum / max(at.first, 1))
+        if not math.isfinite(at.losses[-1]):
             raise QuijoteError(
                 f"training diverged in epoch {epoch + 1} (loss is not finite): lower lr "
                 "(or batch_size on a GPU)"
             )
         if heldout is not None and len(heldout[0]):
-            heldout_losses.append(trainer.heldout_loss(heldout))
+            at.heldout_losses.append(trainer.heldout_loss(heldout))
         if on_progress:
-            on_progress(epoch, done, total_pairs, losses[-1])
+            on_progress(epoch, at.done, total_pairs, at.losses[-1])
+        at.epoch, at.first, at.loss_sum = epoch + 1, 0, 0.0
+        if at.epoch < n_epochs:
+            checkpoint()
     return TrainResult(
         vectors=trainer.vectors(),
-        loss_per_epoch=losses,
-        heldout_loss_per_epoch=heldout_losses,
-        pairs=done,
-        seconds=time.perf_counter() - started,
+        loss_per_epoch=at.losses,
+        heldout_loss_per_epoch=at.heldout_losses,
+        pairs=at.done,
+        seconds=at.seconds + time.perf_counter() - started,
         device=trainer.device,
     )

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.skipgram import MIN_LR, Batch, Block
+from models.skipgram import MIN_LR, Batch, Block, saved_weights
 
 
 def init_embeddings(vocab_size: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,8 +85,8 @@ def mean_loss(
 
 class TorchTrainer:
     """Batched SGD on `device`: each block is (centers, contexts, negatives), already
-    shuffled and cut into batches. The learning rate decays linearly from `lr` to
-    `lr * MIN_LR` over `total` pairs, per batch."""
+    shuffled and cut into batches (tasks.train.pair_batches). The learning rate decays
+    linearly from `lr` to `lr * MIN_LR` over `total` pairs, per batch."""
 
     def __init__(
         self, vocab_size: int, dim: int, lr: float, total: int, seed: int, device: str, threads: int
@@ -107,6 +107,13 @@ class TorchTrainer:
 
     def vectors(self) -> np.ndarray:
         return self.w_in.cpu().numpy()
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"w_in": self.w_in.cpu().numpy(), "w_out": self.w_out.cpu().numpy()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        for name, weights in (("w_in", self.w_in), ("w_out", self.w_out)):
+            weights.copy_(torch.from_numpy(saved_weights(state, name, tuple(weights.shape))))
 
 
 def _tensor(array: np.ndarray, device: str) -> torch.Tensor:

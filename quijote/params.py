@@ -81,6 +81,7 @@ class Params(Settings):
     seed: int = 1
     device: str = "auto"  # auto (CUDA when present), cpu or cuda
     threads: int = 0  # CPU threads for training (0 = all cores)
+    checkpoint_seconds: float = 120.0  # training checkpoints: every epoch and this often
 
     RULES: ClassVar[dict[str, str]] = {
         "dim": "must be an integer >= 1",
@@ -97,6 +98,7 @@ class Params(Settings):
         "seed": "must be an integer >= 0",
         "device": "must be auto, cpu or cuda",
         "threads": "must be an integer >= 0 (0 = all cores)",
+        "checkpoint_seconds": "must be a number >= 0 (0 = after every block of pairs)",
     }
 
     def checks(self) -> dict[str, bool]:
@@ -115,4 +117,5 @@ class Params(Settings):
             "seed": self.seed >= 0,
             "device": self.device in ("auto", "cpu", "cuda"),
             "threads": self.threads >= 0,
+            "checkpoint_seconds": self.checkpoint_seconds >= 0,
         }

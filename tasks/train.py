@@ -1,51 +1,78 @@
 """Train stage: SGNS over the pairs files, negatives drawn from the seeded noise table,
 written as `vectors.parquet` (word, vector). On the CPU the pairs go in file order to the
-compiled Hogwild kernel; on CUDA they are shuffled in chunks and batched for PyTorch."""
+compiled Hogwild kernel; on CUDA they are shuffled in blocks and batched for PyTorch. The weights
+are checkpointed after every epoch and every `checkpoint_seconds`, so a killed run goes on from
+there (storage.checkpoints)."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.sgns_kernel import KernelTrainer
-from models.skipgram import Batch, Block, Trainer, resolve_device, train_sgns
+from models.skipgram import Batch, Block, Position, Trainer, resolve_device, train_sgns
 from quijote.params import Params
+from storage.checkpoints import Checkpoint
 from storage.files import file_sha256
 from storage.schemas import vectors as vectors_schema
-from storage.stages import StageOutput, run_stage
+from storage.stages import StageOutput, run_stage, stage_key
 from tasks.negatives import NegativeSampler
 from tasks.progress import progress_bar
 from tasks.seeding import Stream, rng
 from tasks.stage_task import stage_task
 from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 4
+VERSION = 5  # 5: GPU batches shuffled per block (resumable), checkpoints
 HELDOUT_MAX_PAIRS = 200_000  # the validation loss needs no more; keeps memory bounded
 BLOCK_ROWS = 1 << 18  # pairs read (and handed to the CPU kernel) at a time
 
+log = logging.getLogger("quijote")
 
-def pair_blocks(chunks: Iterator[pa.RecordBatch]) -> Iterator[Block]:
-    """(centers, contexts) arrays of each chunk of pairs, in file order."""
-    for chunk in chunks:
-        yield chunk.column("center").to_numpy(), chunk.column("context").to_numpy()
+
+def pair_blocks(files: list[Path], start: int = 0) -> Iterator[tuple[int, Block]]:
+    """The (centers, contexts) blocks of an epoch's pairs files, in file order, each with the
+    epoch row of its first pair; from the block that holds row `start` on."""
+    first = 0
+    for path in files:
+        pairs = pq.ParquetFile(path)
+        if first + pairs.metadata.num_rows <= start:
+            first += pairs.metadata.num_rows
+            continue
+        for chunk in pairs.iter_batches(BLOCK_ROWS):
+            if first + chunk.num_rows > start:
+                yield first, (chunk.column("center").to_numpy(), chunk.column("context").to_numpy())
+            first += chunk.num_rows
+
+
+def from_row(blocks: Iterator[tuple[int, Block]], start: int) -> Iterator[Block]:
+    """The pairs in file order from row `start` on (the CPU kernel's blocks)."""
+    for first, (center, context) in blocks:
+        cut = max(start - first, 0)
+        yield center[cut:], context[cut:]
 
 
 def pair_batches(
-    blocks: Iterator[Block], sampler: NegativeSampler, epoch: int, batch_size: int, seed: int
+    blocks: Iterator[tuple[int, Block]],
+    sampler: NegativeSampler,
+    epoch: int,
+    batch_size: int,
+    seed: int,
+    start: int = 0,
 ) -> Iterator[Batch]:
-    """SGD batches of one epoch: each block of pairs gets its negatives (row-aligned, in file
-    order), then is shuffled with a seeded permutation and cut into `batch_size` pieces."""
-    shuffle_rng, first = rng(seed, epoch, Stream.SHUFFLE), 0
-    for center, context in blocks:
+    """SGD batches of one epoch from row `start` (a batch boundary) on: each block of pairs
+    gets its negatives (row-aligned, in file order), then is shuffled by a permutation seeded
+    with the block's first row and cut into `batch_size` pieces."""
+    for first, (center, context) in blocks:
         negatives = sampler.draw(epoch, first, len(center))
-        first += len(center)
-        order = shuffle_rng.permutation(len(center))
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        order = rng(seed, epoch, Stream.SHUFFLE, first).permutation(len(center))
+        for begin in range(max(start - first, 0), len(order), batch_size):
+            rows = order[begin : begin + batch_size]
             yield center[rows], context[rows], negatives[rows]
 
 
@@ -67,7 +94,11 @@ def to_vectors_table(words: pa.Array, vectors: np.ndarray) -> pa.Table:
 def train_task(
     vocab: StageOutput, pairs: list[StageOutput], negatives: StageOutput, params: Params
 ) -> StageOutput:
-    """Train on every shard's pairs, shard after shard, epoch after epoch."""
+    """Train on every shard's pairs, shard after shard, epoch after epoch, checkpointing as it
+    goes; a killed run's checkpoint (same inputs and settings) is picked up where it stopped."""
+    settings = params.subset("dim", "negative", "epochs", "lr", "batch_size", "seed")
+    inputs = [vocab.key, *(shard.key for shard in pairs), negatives.key]
+    checkpoint = Checkpoint("train", stage_key("train", VERSION, settings, inputs))
 
     def build(out):
         words = pq.read_table(vocab.file("vocab.parquet"), columns=["word"])["word"]
@@ -88,22 +119,20 @@ def train_task(
             trainer = TorchTrainer(
                 len(words), params.dim, params.lr, total, params.seed, device, params.threads
             )
+        start = resume(checkpoint, trainer)
 
-        def epoch_blocks(epoch: int) -> Iterator[Block]:
-            blocks = pair_blocks(
-                chunk
-                for shard in pairs
-                for chunk in pq.ParquetFile(shard.file(epoch_file(epoch))).iter_batches(BLOCK_ROWS)
-            )
+        def epoch_blocks(epoch: int, first: int) -> Iterator[Block]:
+            blocks = pair_blocks([shard.file(epoch_file(epoch)) for shard in pairs], first)
             if device == "cpu":
-                return blocks
-            return pair_batches(blocks, sampler, epoch, params.batch_size, params.seed)
+                return from_row(blocks, first)
+            return pair_batches(blocks, sampler, epoch, params.batch_size, params.seed, first)
 
         heldout = pa.concat_tables(pq.read_table(path) for path in heldout_files)
         with progress_bar("train", total) as report:
             result = train_sgns(
-                trainer, epoch_blocks, params.epochs, total, report, heldout_batch(heldout, sampler)
-            )
+                trainer, epoch_blocks, params.epochs, total, report,
+                heldout_batch(heldout, sampler), start, checkpoint.save, params.checkpoint_seconds,
+            )  # fmt: skip
         pq.write_table(to_vectors_table(words, result.vectors), out / "vectors.parquet")
         heldout_set = hashlib.sha256("".join(map(file_sha256, heldout_files)).encode())
         return {
@@ -114,8 +143,26 @@ def train_task(
             "train_seconds": round(result.seconds, 3),
             "pairs_per_second": round(result.pairs / result.seconds),
             "device": result.device,
+            "resumed_at": {"epoch": start.epoch, "pair": start.first} if start else None,
         }
 
-    settings = params.subset("dim", "negative", "epochs", "lr", "batch_size", "seed")
-    inputs = [vocab.key, *(shard.key for shard in pairs), negatives.key]
-    return run_stage("train", VERSION, settings, inputs, build)
+    output = run_stage("train", VERSION, settings, inputs, build)
+    checkpoint.clear()
+    return output
+
+
+def resume(checkpoint: Checkpoint, trainer: Trainer) -> Position | None:
+    """Load the checkpoint's weights into `trainer` and return its position; None (start
+    over) when there is none or it does not fit."""
+    saved = checkpoint.load()
+    if saved is None:
+        return None
+    position, weights = saved
+    try:
+        trainer.load_state(weights)
+        start = Position(**position)
+    except (ValueError, TypeError) as error:
+        log.warning("ignoring a checkpoint that does not fit (%s): starting over", error)
+        return None
+    log.info("train: resuming at epoch %d, pair %d of it", start.epoch + 1, start.first)
+    return start

@@ -98,3 +98,44 @@ def news_csv(path: Path, rows_per_topic: int = 12) -> Path:
     ids = [str(i) for i in range(len(texts))]
     pacsv.write_csv(pa.table({"id": ids, "texto": texts, "tema": labels}), path)
     return path
+
+
+def toy_epochs(vocab: int, block: int, pairs: int = 40_000, negatives: bool = False):
+    """`epochs(e, start)` for `train_sgns`: epoch e's toy pairs from row `start` on, in blocks
+    (with 5 random negatives per pair when `negatives`). Words 0..vocab/2-1 co-occur with each
+    other, and so do the rest."""
+    half = vocab // 2
+
+    def epochs(epoch: int, start: int = 0):
+        rng = np.random.default_rng(epoch)
+        group = rng.integers(0, 2, pairs) * half
+        center = (group + rng.integers(0, half, pairs)).astype(np.int32)
+        context = (group + rng.integers(0, half, pairs)).astype(np.int32)
+        columns = [center, context]
+        if negatives:
+            columns.append(rng.integers(0, vocab, (pairs, 5)).astype(np.int32))
+        for s in range(start, pairs, block):
+            yield tuple(column[s : s + block] for column in columns)
+
+    return epochs
+
+
+def resumes_identically(new_trainer, epochs, checkpoints: list[int]) -> None:
+    """Train 3 epochs saving after every block; then resume fresh trainers from the given
+    checkpoints (by number): each must end with the uninterrupted run's vectors and losses."""
+    from models.skipgram import Position, train_sgns
+
+    saved = []
+
+    def save(position, state) -> None:
+        saved.append((position, {name: array.copy() for name, array in state.items()}))
+
+    whole = train_sgns(new_trainer(), epochs, 3, 120_000, save=save, save_every=0)
+    assert len({(p["epoch"], p["first"]) for p, _ in saved}) == len(saved) > max(checkpoints)
+    for position, state in (saved[i] for i in checkpoints):
+        trainer = new_trainer()
+        trainer.load_state(state)
+        resumed = train_sgns(trainer, epochs, 3, 120_000, start=Position(**position))
+        np.testing.assert_array_equal(resumed.vectors, whole.vectors)
+        assert resumed.loss_per_epoch == whole.loss_per_epoch
+        assert resumed.pairs == whole.pairs

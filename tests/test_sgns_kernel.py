@@ -8,6 +8,7 @@ from models.sgns_kernel import KernelTrainer, alias_table, loss_sum, train_block
 from models.skipgram import MIN_LR, train_sgns
 from models.skipgram_torch import mean_loss, sgns_step
 from tasks.negatives import NegativeSampler, noise_distribution
+from tests.data import resumes_identically, toy_epochs
 
 
 def small_problem(vocab: int = 12, dim: int = 6, pairs: int = 40, seed: int = 0):
@@ -76,41 +77,30 @@ def test_negatives_drawn_in_the_kernel_follow_count_to_the_three_quarters() -> N
     assert np.all(np.abs(observed - p) < 5 * sigma + 1e-9), (observed, p)
 
 
-def toy_blocks(vocab: int, pairs: int = 40_000, block: int = 8_192):
-    """Words 0..vocab/2-1 co-occur with each other, and so do the rest."""
-    half = vocab // 2
-
-    def epochs(epoch: int):
-        rng = np.random.default_rng(epoch)
-        group = rng.integers(0, 2, pairs) * half
-        center = (group + rng.integers(0, half, pairs)).astype(np.int32)
-        context = (group + rng.integers(0, half, pairs)).astype(np.int32)
-        for s in range(0, pairs, block):
-            yield center[s : s + block], context[s : s + block]
-
-    return epochs
-
-
 def kernel_trainer(threads: int, vocab: int = 100) -> KernelTrainer:
     sampler = NegativeSampler(np.full(vocab, 1 / vocab), k=5, seed=1)
     return KernelTrainer(vocab, 16, 0.025, 120_000, sampler, np.random.default_rng(1), threads)
 
 
 def test_kernel_learns_groups_and_one_thread_is_reproducible() -> None:
-    held = next(toy_blocks(100, 2_000)(99))
+    held = next(toy_epochs(100, 8_192, 2_000)(99))
     heldout = (*held, NegativeSampler(np.full(100, 0.01), 5, 1).heldout(len(held[0])))
-    result = train_sgns(kernel_trainer(1), toy_blocks(100), 3, 120_000, heldout=heldout)
+    result = train_sgns(kernel_trainer(1), toy_epochs(100, 8_192), 3, 120_000, heldout=heldout)
     assert result.loss_per_epoch[-1] < result.loss_per_epoch[0] - 0.5
     assert result.heldout_loss_per_epoch[-1] < result.heldout_loss_per_epoch[0]
     v = result.vectors / np.linalg.norm(result.vectors, axis=1, keepdims=True)
     similarity = v @ v.T
     assert similarity[0, 1:50].mean() > similarity[0, 50:].mean() + 0.5
-    again = train_sgns(kernel_trainer(1), toy_blocks(100), 3, 120_000)
+    again = train_sgns(kernel_trainer(1), toy_epochs(100, 8_192), 3, 120_000)
     assert np.array_equal(result.vectors, again.vectors)
 
 
 def test_kernel_learns_with_two_threads() -> None:
-    result = train_sgns(kernel_trainer(2), toy_blocks(100), 3, 120_000)
+    result = train_sgns(kernel_trainer(2), toy_epochs(100, 8_192), 3, 120_000)
     assert result.loss_per_epoch[-1] < result.loss_per_epoch[0] - 0.5
     v = result.vectors / np.linalg.norm(result.vectors, axis=1, keepdims=True)
     assert (v @ v.T)[0, 1:50].mean() > (v @ v.T)[0, 50:].mean() + 0.5
+
+
+def test_one_thread_resumed_from_any_checkpoint_ends_identical() -> None:
+    resumes_identically(lambda: kernel_trainer(1), toy_epochs(100, 8_192), [0, 4, 5, 9])

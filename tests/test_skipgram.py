@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from models.skipgram import train_sgns
 from models.skipgram_torch import TorchTrainer, init_embeddings, sgns_step
 from quijote.errors import QuijoteError
+from tests.data import resumes_identically, toy_epochs
 
 
 def sgns_loss(w_in, w_out, center, context, negatives):
@@ -38,28 +39,12 @@ def test_word2vec_initialisation() -> None:
     assert torch.equal(w_in, init_embeddings(50, 10, seed=3)[0])
 
 
-def toy_corpus(vocab: int, batch: int, pairs: int = 40_000):
-    """Words 0..vocab/2-1 co-occur with each other, and so do the rest."""
-    half = vocab // 2
-
-    def epochs(epoch: int):
-        rng = np.random.default_rng(epoch)
-        group = rng.integers(0, 2, pairs) * half
-        center = (group + rng.integers(0, half, pairs)).astype(np.int32)
-        context = (group + rng.integers(0, half, pairs)).astype(np.int32)
-        negatives = rng.integers(0, vocab, (pairs, 5)).astype(np.int32)
-        for s in range(0, pairs, batch):
-            yield center[s : s + batch], context[s : s + batch], negatives[s : s + batch]
-
-    return epochs
-
-
 def torch_trainer(vocab: int) -> TorchTrainer:
     return TorchTrainer(vocab, 16, 0.025, 120_000, seed=1, device="cpu", threads=1)
 
 
 def test_training_learns_groups_and_is_reproducible() -> None:
-    epochs = toy_corpus(100, 1024)
+    epochs = toy_epochs(100, 1024, negatives=True)
     result = train_sgns(torch_trainer(100), epochs, 3, 120_000)
     assert result.loss_per_epoch[-1] < result.loss_per_epoch[0] - 0.5
     v = result.vectors / np.linalg.norm(result.vectors, axis=1, keepdims=True)
@@ -71,4 +56,9 @@ def test_training_learns_groups_and_is_reproducible() -> None:
 
 def test_divergence_is_a_clear_error() -> None:
     with pytest.raises(QuijoteError, match="training diverged in epoch 2"):
-        train_sgns(torch_trainer(10), toy_corpus(10, 4096), 2, 80_000)
+        train_sgns(torch_trainer(10), toy_epochs(10, 4096, negatives=True), 2, 80_000)
+
+
+def test_resumed_from_any_checkpoint_ends_identical() -> None:
+    epochs = toy_epochs(100, 1024, negatives=True)
+    resumes_identically(lambda: torch_trainer(100), epochs, [0, 39, 40, 60])
