@@ -256,7 +256,11 @@ def main() -> None:
     args = parser.parse_args()
     kind = "memory" if args.memory else "speed"
     out = args.out or ROOT / "bench" / "results" / f"{kind}-{date.today().isoformat()}.json"
-    results: dict = {"machine": machine(), "settings": SETTINGS, "load_start": os.getloadavg()}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    results: dict = {
+        "machine": machine(), "commit": commit.stdout.strip(), "settings": SETTINGS,
+        "load_start": os.getloadavg(),
+    }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="quijote-bench-") as tmp:
         work = Path(tmp)
         if args.memory:
