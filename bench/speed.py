@@ -247,6 +247,15 @@ def machine() -> dict:
     }
 
 
+def commit() -> str:
+    """The measured commit, with `+changes` when the working tree differs from it."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    changes = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True)  # fmt: skip
+    return head.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=3)
@@ -256,9 +265,8 @@ def main() -> None:
     args = parser.parse_args()
     kind = "memory" if args.memory else "speed"
     out = args.out or ROOT / "bench" / "results" / f"{kind}-{date.today().isoformat()}.json"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     results: dict = {
-        "machine": machine(), "commit": commit.stdout.strip(), "settings": SETTINGS,
+        "machine": machine(), "commit": commit(), "settings": SETTINGS,
         "load_start": os.getloadavg(),
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="quijote-bench-") as tmp:
