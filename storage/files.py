@@ -37,13 +37,26 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def write_parquet(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
-    """Stream record batches into one Parquet file (one row group per batch); return rows."""
+    """Stream record batches into one Parquet file (one row group per batch); return rows.
+    Large strings (whole documents) get no min/max statistics: each would copy the value."""
     rows = 0
-    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    statistics = [f.name for f in schema if not pa.types.is_large_string(f.type)]
+    with (
+        atomic_path(path) as tmp,
+        pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=statistics) as writer,
+    ):
         for batch in batches:
             writer.write_batch(batch.cast(schema) if batch.schema != schema else batch)
             rows += batch.num_rows
     return rows
+
+
+def read_row_groups(path: Path) -> Iterator[pa.RecordBatch]:
+    """A Parquet file's rows a row group at a time, as `write_parquet` wrote them: memory is
+    bounded by the writer's batches (`iter_batches` merges row groups into 65,536 rows)."""
+    file = pq.ParquetFile(path)
+    for group in range(file.num_row_groups):
+        yield from file.read_row_group(group).to_batches()
 
 
 def file_sha256(path: Path) -> str:

@@ -3,12 +3,15 @@
 A stage's key hashes its version, the parameters it depends on and the keys (content hashes)
 of its inputs. An output directory is built under a temporary name and renamed into place
 when complete, so a directory that exists is a finished, reusable result — also across runs.
+Its `stage.json` records the size of every file, checked on reuse: a directory whose files
+were since truncated, replaced or deleted is set aside and built again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 import uuid
@@ -21,6 +24,8 @@ from storage.files import remove_tree, write_json
 from storage.paths import stages_dir
 
 META_FILE = "stage.json"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,8 +74,14 @@ def run_stage(
     """
     key = stage_key(stage, version, params, inputs)
     final = stages_dir() / stage / key
-    if (final / META_FILE).exists():
-        return StageOutput(stage, key, final, _read_meta(final), reused=True)
+    if final.exists():
+        meta = _intact_meta(final)
+        if meta is not None:
+            return StageOutput(stage, key, final, meta, reused=True)
+        logger.warning(
+            "%s/%s is damaged (a file changed since it was built): rebuilding it", stage, key
+        )
+        _set_aside(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -85,6 +96,7 @@ def run_stage(
             "inputs": inputs,
             "seconds": round(time.perf_counter() - started, 3),
             **summary,
+            "file_sizes": _file_sizes(tmp),
         }
         write_json(tmp / META_FILE, meta)
         try:
@@ -99,3 +111,31 @@ def run_stage(
 
 def _read_meta(path: Path) -> dict[str, Any]:
     return json.loads((path / META_FILE).read_text())
+
+
+def _file_sizes(directory: Path) -> dict[str, int]:
+    """Every file under `directory` (by relative path) and its size in bytes."""
+    files = (p for p in sorted(directory.rglob("*")) if p.is_file() and p.name != META_FILE)
+    return {str(p.relative_to(directory)): p.stat().st_size for p in files}
+
+
+def _intact_meta(path: Path) -> dict[str, Any] | None:
+    """The stage.json of a finished stage directory whose recorded files all still have their
+    recorded sizes; None when it is unreadable or a file is missing or changed."""
+    try:
+        meta = _read_meta(path)
+    except (OSError, ValueError):
+        return None
+    sizes = _file_sizes(path)
+    recorded = meta.get("file_sizes", {})  # stages built before sizes were recorded: trusted
+    return meta if all(sizes.get(name) == size for name, size in recorded.items()) else None
+
+
+def _set_aside(path: Path) -> None:
+    """Move a damaged stage directory out of the way (atomically), then delete it."""
+    aside = path.parent / f".damaged-{path.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:  # a concurrent run set it aside first
+        return
+    remove_tree(aside)

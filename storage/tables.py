@@ -4,6 +4,7 @@ not UTF-8 or without the column."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from quijote.errors import QuijoteError, first_line
 from storage.paths import mirror_dir
 
 DEFAULT_LABELLED = "labelled/spanish_fake_news_v1_train.csv"  # inside the corpus mirror
+_CSV_READ = pacsv.ReadOptions(block_size=1 << 24)  # a header row may be up to 16 MiB long
+_CSV_PARSE = pacsv.ParseOptions(newlines_in_values=True)
 
 
 @dataclass(frozen=True)
@@ -29,13 +32,14 @@ class Labelled:
 
 
 def find_labelled(name: str, text_column: str, label_column: str) -> Labelled | None:
-    """The labelled table `name`: a file, else a file of that relative path in the corpus
-    mirror; None when `name` is the default and the mirror does not have it (no classifier
-    then), an error for any other name that is not a file."""
+    """The labelled table `name`: a file, else a file of that relative path inside the corpus
+    mirror (`../` cannot leave it); None when `name` is the default and the mirror does not
+    have it (no classifier then), an error for any other name that is not a file."""
     path = Path(name).expanduser()
     mirror = mirror_dir()
-    if not path.is_file() and not path.is_absolute() and mirror and (mirror / name).is_file():
-        path = mirror / name
+    inside = (mirror / name).resolve() if mirror and not path.is_absolute() else None
+    if not path.is_file() and inside and inside.is_relative_to(mirror.resolve()):
+        path = inside
     if path.is_file():
         return Labelled(path.resolve(), text_column, label_column)
     if name == DEFAULT_LABELLED:
@@ -45,27 +49,44 @@ def find_labelled(name: str, text_column: str, label_column: str) -> Labelled | 
 
 def read_columns(path: Path, columns: Sequence[str]) -> dict[str, list[Any]]:
     """The named columns of a Parquet file (suffix .parquet) or a CSV file (anything else:
-    UTF-8, header row, quoted fields may hold line breaks) as Python lists."""
+    UTF-8, header row, quoted fields may hold line breaks) as Python lists. Only those columns
+    are parsed: a table of a million columns costs no more than one of two."""
     if not path.is_file():
         raise QuijoteError(f"no such file: {path}")
     try:
         if path.suffix.lower() == ".parquet":
-            table = pq.read_table(path)
+            _check_columns(path, pq.read_schema(path).names, columns)
+            table = pq.read_table(path, columns=list(columns))
         else:
-            options = pacsv.ParseOptions(newlines_in_values=True)
-            table = pacsv.read_csv(path, parse_options=options)
+            only = pacsv.ConvertOptions(include_columns=list(columns))
+            try:
+                table = pacsv.read_csv(path, _CSV_READ, _CSV_PARSE, only)
+            except pa.ArrowKeyError:  # a column is not in the header: name it
+                _check_columns(path, _csv_header(path), columns)
+                raise
     except (pa.ArrowException, OSError) as error:
         raise QuijoteError(f"cannot read {path}: {first_line(error)}") from None
-    try:
-        names = table.column_names
-    except UnicodeDecodeError:
-        raise QuijoteError(f"cannot read {path}: its header is not UTF-8") from None
+    for column in columns:
+        kind = table[column].type
+        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            raise QuijoteError(f"cannot read {path}: column {column!r} is not UTF-8 text")
+    return {column: table[column].to_pylist() for column in columns}
+
+
+def _check_columns(path: Path, names: Sequence[str], columns: Sequence[str]) -> None:
+    """One clear error for the first of `columns` that is not among the file's `names`."""
     for column in columns:
         if column not in names:
             shown = ", ".join(map(repr, names[:20]))
             more = " …" if len(names) > 20 else ""
             raise QuijoteError(f"no column {column!r} in {path}; its columns: {shown}{more}")
-        kind = table[column].type
-        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-            raise QuijoteError(f"cannot read {path}: column {column!r} is not UTF-8 text")
-    return {column: table[column].to_pylist() for column in columns}
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The names in a CSV file's first row, read by Python's csv module (Arrow's reader would
+    infer a type for every column first); [] when that row cannot be read."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+            return next(csv.reader(f), [])
+    except csv.Error:  # a field longer than csv.field_size_limit()
+        return []

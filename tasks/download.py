@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 VERSION = 1
 TIMEOUT_S = 30.0  # per network operation (connect, each read)
-MAX_BYTES = 1 << 30  # a download larger than this is refused
+MAX_SECONDS = 3600.0  # a download attempt still receiving after this long is refused
+MAX_BYTES = 1 << 30  # a download larger than this is refused (urllib follows 10 redirects)
 ATTEMPTS = 3
 BACKOFF_S = 1.0  # wait before retry n (n = 1, 2, ...) is BACKOFF_S * 2 ** (n - 1)
 USER_AGENT = "quijote-embeddings/0.1 (+urllib)"
@@ -145,7 +146,7 @@ def _find_in_mirror(entry: Registered, mirror: Path | None) -> Path | None:
 
 
 def _fetch_url(url: str, mirror: Path | None, raw_dir: Path) -> RawFile:
-    filename = unquote(PurePosixPath(urlparse(url).path).name)
+    filename = PurePosixPath(unquote(urlparse(url).path)).name  # %2F cannot leave the mirror
     if mirror is not None and filename and (mirror / filename).is_file():
         path = mirror / filename
         logger.info("using the mirror copy %s of %s", path, url)
@@ -168,7 +169,7 @@ def _download(
             return _download_once(url, raw_dir, expected)
         except HTTPError as e:
             e.close()
-            reason = f"HTTP {e.code} {e.reason}"
+            reason = f"HTTP {e.code} " + " ".join(str(e.reason).split())  # redirect loops: 3 lines
             if e.code < 500 and e.code != 429:
                 break
         except (URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
@@ -187,9 +188,10 @@ def _download(
 
 
 def _download_once(url: str, raw_dir: Path, expected: str | None) -> tuple[Path, str]:
-    """One attempt: stream to a temporary file in `raw_dir`, check size and checksum, then
-    rename it to its content hash (the final name is only known once every byte is read)."""
+    """One attempt: stream to a temporary file in `raw_dir`, check size, time and checksum,
+    then rename it to its content hash (the final name is only known once every byte is read)."""
     request = Request(url, headers={"User-Agent": USER_AGENT})
+    deadline = time.monotonic() + MAX_SECONDS
     with (
         urlopen(request, timeout=TIMEOUT_S) as response,
         tempfile.TemporaryDirectory(prefix=".download-", dir=raw_dir) as work,
@@ -201,10 +203,15 @@ def _download_once(url: str, raw_dir: Path, expected: str | None) -> tuple[Path,
         digest = hashlib.sha256()
         size = 0
         with part.open("wb") as out:
-            while block := response.read(1 << 20):
+            while block := response.read1(1 << 20):  # what has arrived, up to 1 MiB
                 size += len(block)
                 if size > MAX_BYTES:
                     raise _too_large(url)
+                if time.monotonic() > deadline:
+                    raise QuijoteError(
+                        f"{url} was still downloading after {MAX_SECONDS:g} s ({size:,} bytes): "
+                        "put the file in the mirror directory instead"
+                    )
                 digest.update(block)
                 out.write(block)
         sha256 = digest.hexdigest()
@@ -250,7 +257,9 @@ def clean_text(raw: bytes, source: str) -> str:
     end = _GUTENBERG_END.search(text, begin)
     text = text[begin : end.start() if end else len(text)].strip()
     if not any(c.isalpha() for c in text):
-        raise QuijoteError(f"{source} is empty (no text after cleaning)")
+        raise QuijoteError(
+            f"{source} has no words: it is empty or holds only punctuation, digits and symbols"
+        )
     return text
 
 

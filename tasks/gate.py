@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NONE
 
@@ -75,7 +76,10 @@ def judge(candidate: Evidence, current: Evidence | None, current_run: str | None
     if candidate.heldout_loss is not None and not math.isfinite(candidate.heldout_loss):
         return Verdict(False, ["the held-out loss is not finite"], candidate, current, current_run)
     if current is None:
-        return Verdict(True, ["first run: nothing to compare with"], candidate)
+        reason = (
+            "first run" if current_run is None else f"the current run {current_run} is unreadable"
+        )
+        return Verdict(True, [f"{reason}: nothing to compare with"], candidate, None, current_run)
     reasons, passed = [], True
     common = sorted(set(candidate.probes) & set(current.probes))
     if common:
@@ -124,7 +128,12 @@ def gate_task(trained: StageOutput) -> Verdict:
     if current_row is None:
         return judge(candidate, None)
     metrics = current_row["metrics"]
-    current = evidence_of(
-        Path(current_row["vectors_path"]), metrics.get("heldout_loss"), metrics.get("heldout_set")
-    )
+    try:
+        current = evidence_of(
+            Path(current_row["vectors_path"]),
+            metrics.get("heldout_loss"),
+            metrics.get("heldout_set"),
+        )
+    except (OSError, pa.ArrowException):  # its Parquet truncated, replaced or deleted
+        current = None
     return judge(candidate, current, current_row["run_id"])

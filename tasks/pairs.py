@@ -11,18 +11,17 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from numba import njit
 
 from quijote.params import Params
-from storage.files import write_parquet
+from storage.files import read_row_groups, write_parquet
 from storage.schemas import PAIRS
 from storage.stages import StageOutput, run_stage
 from tasks.seeding import Stream, rng
 from tasks.stage_task import stage_task
 from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 3
+VERSION = 4
 
 
 def window_pairs(
@@ -75,7 +74,7 @@ def pairs_task(subsampled: StageOutput, params: Params, shard: int) -> StageOutp
 
     def build(out):
         def write(name: str, rng: np.random.Generator) -> int:
-            batches = pq.ParquetFile(subsampled.file(name)).iter_batches()
+            batches = read_row_groups(subsampled.file(name))
             return write_parquet(out / name, PAIRS, skipgram_pairs(batches, params.window, rng))
 
         per_epoch = [

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from quijote.params import Params
-from storage.files import write_parquet
+from storage.files import read_row_groups, write_parquet
 from storage.schemas import SUBSAMPLED
 from storage.stages import StageOutput, run_stage
 from tasks.seeding import Stream
@@ -100,7 +100,7 @@ def subsample_task(
     keep = keep_probabilities(table["count"].to_numpy(), params.sample, params.subsample_rule)
 
     def part(heldout: bool) -> Iterator[pa.RecordBatch]:
-        batches = pq.ParquetFile(sentences.file("sentences.parquet")).iter_batches()
+        batches = read_row_groups(sentences.file("sentences.parquet"))
         return split_heldout(batches, params.heldout, params.seed, heldout)
 
     def build(out):

@@ -5,12 +5,16 @@ in parallel.
 A word is a run of Unicode letters (á é í ó ú ü ñ and any other letter, with combining marks);
 numbers of any kind (7, ¼, ², Ⅻ), punctuation (¿ ¡ « » included) and symbols separate words and
 are dropped. Sentences end at . ! ? …
-or a blank line (paragraph); hard line wraps inside a paragraph do not break a sentence.
+or a blank line (paragraph); hard line wraps inside a paragraph do not break a sentence. A
+sentence longer than 1000 words (a file that is one long line without full stops) is cut into
+pieces of 1000, as the word2vec C tool does, and a batch holds at most about 2^20 words, so
+memory never depends on how long a line or a sentence is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from itertools import islice
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,33 +25,42 @@ from storage.schemas import SENTENCES
 from storage.stages import StageOutput, run_stage
 from tasks.stage_task import stage_task
 
-VERSION = 3
+VERSION = 4
 SHARD_BITS = 32
+MAX_SENTENCE_WORDS = 1000  # the word2vec C tool's MAX_SENTENCE_LENGTH
+BATCH_TOKENS = 1 << 20  # a batch (a Parquet row group) holds at most about this many words
 WORD = regex.compile(r"\p{L}[\p{L}\p{M}]*")
 SENTENCE_BREAK = regex.compile(r"[.!?…]+|\n[ \t]*\n")
 
 
-def split_sentences(text: str) -> Iterator[list[str]]:
-    """Yield the non-empty sentences of `text` as lists of lowercase words."""
-    for chunk in SENTENCE_BREAK.split(text):
-        words = WORD.findall(chunk.lower())
-        if words:
-            yield words
+def split_sentences(text: str, max_words: int = MAX_SENTENCE_WORDS) -> Iterator[list[str]]:
+    """Yield the non-empty sentences of `text` as lists of lowercase words, a sentence longer
+    than `max_words` in pieces of `max_words`; one piece's words in memory at a time."""
+    for chunk in SENTENCE_BREAK.splititer(text):
+        words = WORD.finditer(chunk.lower())
+        while piece := [match.group() for match in islice(words, max_words)]:
+            yield piece
 
 
 def tokenize(
-    documents: Iterable[str], batch_rows: int = 20_000, first_id: int = 0
+    documents: Iterable[str],
+    batch_rows: int = 20_000,
+    first_id: int = 0,
+    batch_tokens: int = BATCH_TOKENS,
 ) -> Iterator[pa.RecordBatch]:
-    """Sentences of all documents, numbered from `first_id`, in batches of `batch_rows`."""
+    """Sentences of all documents, numbered from `first_id`, in batches of `batch_rows`
+    sentences or about `batch_tokens` words, whichever comes first."""
     sentence_id = first_id
     rows: list[list[str]] = []
+    tokens = 0
     for text in documents:
         for words in split_sentences(text):
             rows.append(words)
-            if len(rows) == batch_rows:
+            tokens += len(words)
+            if len(rows) == batch_rows or tokens >= batch_tokens:
                 yield _batch(sentence_id, rows)
                 sentence_id += len(rows)
-                rows = []
+                rows, tokens = [], 0
     if rows:
         yield _batch(sentence_id, rows)
 
@@ -62,8 +75,8 @@ def tokenize_task(documents: StageOutput, shard: int) -> StageOutput:
     """Tokenize document number `shard` into its `sentences.parquet`."""
 
     def texts() -> Iterator[str]:
-        table = pq.ParquetFile(documents.file("documents.parquet")).read_row_group(shard)
-        yield table.column("text")[0].as_py()
+        file = pq.ParquetFile(documents.file("documents.parquet"))
+        yield file.read_row_group(shard, columns=["text"]).column("text")[0].as_py()
 
     def build(out):
         stats = {"sentences": 0, "tokens": 0}

@@ -43,6 +43,8 @@ class Reply:
     status: int
     body: bytes = b""
     delay: float = 0.0
+    location: str | None = None  # where a redirect points
+    again_every: float | None = None  # send the body again and again, this many seconds apart
 
 
 @dataclass
@@ -79,8 +81,14 @@ def server() -> Iterator[Server]:
                 self.send_response(reply.status)
                 if route.content_length:
                     self.send_header("Content-Length", str(len(reply.body)))
+                if reply.location:
+                    self.send_header("Location", reply.location)
                 self.end_headers()
                 self.wfile.write(reply.body)
+                stop = time.monotonic() + 20  # "forever", for a test that would otherwise hang
+                while reply.again_every is not None and time.monotonic() < stop:
+                    time.sleep(reply.again_every)
+                    self.wfile.write(reply.body)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout)
                 pass
 
@@ -171,9 +179,11 @@ def test_clean_rejects_binary(raw: bytes) -> None:
         dl.clean_text(raw, "img.png")
 
 
-@pytest.mark.parametrize("raw", [b"", codecs.BOM_UTF8 + b" \r\n 1605 -- 1615\r\n"])
-def test_clean_rejects_empty(raw: bytes) -> None:
-    with pytest.raises(QuijoteError, match=r"^e\.txt is empty \(no text after cleaning\)$"):
+@pytest.mark.parametrize(
+    "raw", [b"", codecs.BOM_UTF8 + b" \r\n 1605 -- 1615\r\n", "¡¿...!? «—» ;:, 1/2 ½ §\n".encode()]
+)
+def test_clean_rejects_text_without_words(raw: bytes) -> None:
+    with pytest.raises(QuijoteError, match=r"^e\.txt has no words: it is empty or holds only"):
         dl.clean_text(raw, "e.txt")
 
 
@@ -350,6 +360,46 @@ def test_url_size_bound(
         dl.fetch(url, None, tmp_path)
     assert server.routes["/big.txt"].hits == 1
     assert files_in(tmp_path) == []
+
+
+def test_url_redirecting_forever_fails_in_one_line(tmp_path: Path, server: Server) -> None:
+    loop = server.serve("/loop.txt", Reply(302, location="/loop.txt"))
+    for hop in range(30):
+        server.serve(f"/hop/{hop}.txt", Reply(301, location=f"/hop/{hop + 1}.txt"))
+    for url in (loop, server.base + "/hop/0.txt"):
+        with pytest.raises(QuijoteError, match=r"\(HTTP 30[12] .*redirect.*\); to work offline"):
+            dl.fetch(url, None, tmp_path)
+    assert sum(route.hits for route in server.routes.values()) <= 5 + 11  # urllib's limits
+    assert files_in(tmp_path) == []
+
+
+def test_an_endless_body_is_cut_by_size_and_a_slow_one_by_time(
+    tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dl, "MAX_BYTES", 1 << 20)
+    monkeypatch.setattr(dl, "MAX_SECONDS", 1.0)
+    flood = server.serve(
+        "/flood.txt", Reply(200, b"molino " * 8192, again_every=0), content_length=False
+    )
+    drip = server.serve(
+        "/drip.txt", Reply(200, b"gigante ", again_every=0.05), content_length=False
+    )
+    started = time.monotonic()
+    with pytest.raises(QuijoteError, match="larger than the download limit of 1,048,576 bytes"):
+        dl.fetch(flood, None, tmp_path)
+    with pytest.raises(QuijoteError, match=r"drip\.txt was still downloading after 1 s \("):
+        dl.fetch(drip, None, tmp_path)
+    assert time.monotonic() - started < 5
+    assert server.routes["/drip.txt"].hits == 1 and files_in(tmp_path) == []
+
+
+def test_a_url_name_cannot_reach_outside_the_mirror(tmp_path: Path, server: Server) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (tmp_path / "secret.txt").write_bytes(b"not a corpus")
+    url = server.serve("/..%2Fsecret.txt", Reply(200, BOOK))  # the name decodes to ../secret.txt
+    [raw] = dl.fetch(url, mirror, tmp_path / "raw")
+    assert raw.sha256 == sha(BOOK) and server.routes["/..%2Fsecret.txt"].hits == 1
 
 
 # --- the task -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.tokenize import WORD, split_sentences, tokenize
+from tasks.tokenize import MAX_SENTENCE_WORDS, WORD, split_sentences, tokenize
 from tests.data import QUIJOTE
 
 
@@ -48,3 +48,19 @@ def test_any_text_gives_lowercase_letter_words(text: str) -> None:
     # tokenizing the words again, one sentence per line pair, gives the same sentences
     again = "\n\n".join(" ".join(sentence) for sentence in sentences)
     assert list(split_sentences(again)) == sentences
+
+
+def test_a_long_sentence_is_cut_into_pieces_of_max_words() -> None:
+    words = [f"p{'a' * (i % 7)}" for i in range(2_500)]
+    pieces = list(split_sentences(" ".join(words) + ". Fin."))
+    assert [len(piece) for piece in pieces] == [MAX_SENTENCE_WORDS, MAX_SENTENCE_WORDS, 500, 1]
+    assert [w for piece in pieces[:3] for w in piece] == words
+
+
+def test_batches_are_bounded_by_words_whatever_the_line_length() -> None:
+    line = " ".join(["molino", "gigante", "viento"] * 20_000)  # 60,000 words, no full stop
+    batches = list(tokenize([line, "Uno. Dos."], batch_tokens=5_000))
+    sizes = [len(batch.column("tokens").flatten()) for batch in batches]
+    assert sum(sizes) == 60_002 and max(sizes) <= 5_000
+    lengths = [len(tokens) for b in batches for tokens in b.column("tokens").to_pylist()]
+    assert lengths == [MAX_SENTENCE_WORDS] * 60 + [1, 1]

@@ -1,0 +1,177 @@
+"""Faults and hostile input (#6): each is refused in one clear line or is harmless, and nothing
+already made is damaged."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flows.train_stages import train_stages
+from quijote.errors import QuijoteError
+from quijote.params import Params
+from storage import warehouse
+from storage.stages import StageOutput, shards
+from storage.tables import find_labelled
+from tasks.gate import gate_task
+from tasks.tokenize import BATCH_TOKENS, MAX_SENTENCE_WORDS, WORD
+from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run, quijote_slice
+from tests.test_cli import assert_one_line_error, no_leftovers, quijote
+
+TINY = {"dim": 8, "epochs": 2, "min_count": 2, "threads": 1}
+
+
+@pytest.fixture
+def published(home: Path) -> Path:
+    """A data directory whose warehouse has a current run (of WORDS, VECTORS)."""
+    warehouse.register_run(make_run(home / "stages", "run-1", WORDS, VECTORS))
+    return home
+
+
+def runs_table() -> list[tuple]:
+    return warehouse.query("SELECT run_id, status FROM runs ORDER BY run_id")[1]
+
+
+def row_group_sizes(path: Path, column: str) -> list[int]:
+    """Values of `column` (list elements for a list column) in each row group of `path`."""
+    file = pq.ParquetFile(path)
+    groups = (file.read_row_group(i, columns=[column])[column] for i in range(file.num_row_groups))
+    return [
+        len(group.combine_chunks().flatten()) if pa.types.is_list(group.type) else len(group)
+        for group in groups
+    ]
+
+
+# --- SQL through the macros' arguments ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT * FROM neighbors((SELECT content FROM read_text('/etc/passwd')), 3)",
+         "Permission Error"),
+        ("SELECT * FROM neighbors('rey', (SELECT count(*) FROM read_csv('/etc/passwd')))",
+         "Permission Error"),
+        ("SELECT * FROM analogy('a', 'b', (SELECT content FROM read_blob('{home}/../x')), 1)",
+         "Permission Error"),
+        ("SELECT * FROM run_neighbors((SELECT file FROM glob('/etc/*') LIMIT 1), 'rey', 3)",
+         "Permission Error"),
+        ("SELECT * FROM neighbors('rey', -1)", "LIMIT/OFFSET cannot be negative"),
+        ("SELECT * FROM neighbors('rey', 'diez')", "Conversion Error"),
+        ("PRAGMA profiling_output = '{home}/../profile.json'", "SET statements are not allowed"),
+        ("EXPORT DATABASE '{home}/../exported'", "EXPORT statements are not allowed"),
+    ],
+)  # fmt: skip
+def test_macro_arguments_cannot_read_outside_or_write(published: Path, sql: str, message: str):
+    with pytest.raises(QuijoteError, match=re.escape(message)) as error:
+        warehouse.query(sql.format(home=published))
+    assert "\n" not in str(error.value)
+    assert runs_table() == [("run-1", "current")]
+    assert sorted(p.name for p in published.parent.iterdir()) == ["data"]
+
+
+def test_words_are_parameters_never_sql(published: Path):
+    for word in ["rey'); DROP TABLE runs; --", "rey' OR '1'='1", "%", "rey\nreina"]:
+        with pytest.raises(QuijoteError, match="is not in the vocabulary"):
+            warehouse.neighbors(word)
+        with pytest.raises(QuijoteError, match="is not in the vocabulary"):
+            warehouse.analogy("rey", word, "mujer")
+    assert warehouse.query("SELECT * FROM neighbors('rey''); DROP TABLE runs; --', 3)")[1] == []
+    result = quijote(published, "neighbors", "rey'); DROP TABLE runs; --")
+    assert_one_line_error(result, "is not in the vocabulary of the current run")
+    assert runs_table() == [("run-1", "current")]
+
+
+# --- names that try to leave a directory ----------------------------------------------------
+
+
+def test_a_labelled_name_cannot_leave_the_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a" / "mirror").mkdir(parents=True)
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    (tmp_path / "a" / "secret.csv").write_text("texto,tema\nhola,a\n")
+    monkeypatch.setenv("QUIJOTE_MIRROR", str(tmp_path / "a" / "mirror"))
+    monkeypatch.chdir(tmp_path / "b" / "c")  # ../secret.csv: no file from here, one in the mirror
+    with pytest.raises(QuijoteError, match=r"^no labelled file '\.\./secret\.csv'"):
+        find_labelled("../secret.csv", "texto", "tema")
+    found = find_labelled("../../a/secret.csv", "texto", "tema")  # a path: the user's choice
+    assert found.path == tmp_path / "a" / "secret.csv"
+
+
+def test_a_corpus_name_with_dot_dot_is_one_line_and_writes_nothing(home: Path, tmp_path: Path):
+    out = tmp_path / "v.txt"
+    result = quijote(home, "train", "-c", "../../quijote/../etc/passwd.txt", "--out", str(out))
+    assert_one_line_error(result, "no such file or directory: ../../quijote/../etc/passwd.txt")
+    assert not out.exists() and not (home / "stages").exists()
+
+
+# --- corpora: one huge line, no words -------------------------------------------------------
+
+
+def test_a_huge_line_goes_through_the_stages_in_bounded_batches(home: Path, tmp_path: Path):
+    words = WORD.findall(quijote_slice(5_000).lower()) * 260
+    corpus = tmp_path / "line.txt"  # 1.3 M words (7 MB) on one line, no full stop
+    corpus.write_text(" ".join(words), encoding="utf-8")
+    params = Params.from_mapping({**TINY, "epochs": 1})
+    stages = train_stages([str(corpus)], params, orchestrated=False)
+    bound = BATCH_TOKENS + MAX_SENTENCE_WORDS
+    sentences = row_group_sizes(stages["tokenize"][0].file("sentences.parquet"), "tokens")
+    assert sum(sentences) == len(words) and len(sentences) == 2 and max(sentences) <= bound
+    lengths = pq.read_table(stages["tokenize"][0].file("sentences.parquet"))["tokens"]
+    assert max(len(tokens) for tokens in lengths.to_pylist()) == MAX_SENTENCE_WORDS
+    kept = row_group_sizes(stages["subsample"][0].file("epoch-000.parquet"), "ids")
+    pairs = row_group_sizes(stages["pairs"][0].file("epoch-000.parquet"), "center")
+    assert len(kept) >= 2 and max(kept) <= bound
+    assert max(pairs) <= 2 * params.window * bound
+    assert stages["train"].meta["pairs"] == sum(pairs)
+
+
+def test_a_file_of_only_punctuation_is_one_line(home: Path, tmp_path: Path):
+    corpus = tmp_path / "signos.txt"
+    corpus.write_text("¡¿…?! «—» ;:, (1605) [½] §§ ...\n" * 1000, encoding="utf-8")
+    out = tmp_path / "v.txt"
+    result = quijote(home, "train", "-c", str(corpus), "--out", str(out))
+    assert_one_line_error(result, "signos.txt has no words: it is empty or holds only punctuation")
+    assert not out.exists() and no_leftovers(home)
+    assert not [p for p in (home / "stages").rglob("*") if p.is_file()]
+
+
+# --- damaged Parquet in stage and run directories -------------------------------------------
+
+
+def test_damaged_stage_files_are_found_and_rebuilt(home: Path, tmp_path: Path):
+    corpus = tmp_path / "slice.txt"
+    corpus.write_text(quijote_slice(5_000), encoding="utf-8")
+    params = Params.from_mapping(TINY)
+    first = train_stages([str(corpus)], params, orchestrated=False)
+    pairs = first["pairs"][0].file("epoch-001.parquet")
+    expected = pq.read_table(pairs)
+    pairs.write_bytes(pairs.read_bytes()[: pairs.stat().st_size // 2])  # truncated
+    vocab = first["vocab"].file("vocab.parquet")
+    pq.write_table(pa.table({"word": ["foreign"]}), vocab)  # a foreign Parquet file
+    (first["download"].path / "stage.json").write_text('{"stage": "downlo')  # half a JSON
+    (first["negatives"].file("noise.parquet")).unlink()
+
+    again = train_stages([str(corpus)], params, orchestrated=False)
+    reused = {name for name, output in again.items() if all(p.reused for p in shards(output))}
+    assert reused == {"tokenize", "subsample", "train"}  # keys unchanged: only the damaged rerun
+    assert pq.read_table(pairs).equals(expected)
+    assert pq.read_table(vocab).num_rows == first["vocab"].meta["words"]
+    assert no_leftovers(home) and not list((home / "stages").rglob(".damaged-*"))
+
+
+def test_a_damaged_current_run_is_explained_and_replaced(published: Path, tmp_path: Path):
+    current = warehouse.current_run()
+    Path(current["vectors_path"]).write_bytes(b"PAR1 cut short")
+    for args in (["neighbors", "rey"], ["sql", "SELECT * FROM vectors"]):
+        assert_one_line_error(quijote(published, *args), "No magic bytes found at end of file")
+    candidate = make_run(tmp_path, "train", OTHER_WORDS, OTHER_VECTORS).vectors_path.parent
+    meta = {"heldout_loss_per_epoch": [2.0], "heldout_set": "h"}
+    trained = StageOutput("train", "k", candidate, meta)
+    verdict = gate_task.fn(trained)
+    assert verdict.passed and verdict.current_run == "run-1"
+    assert verdict.reasons == ["the current run run-1 is unreadable: nothing to compare with"]
