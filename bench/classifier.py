@@ -153,7 +153,7 @@ def inner_scores(
     """Mean accuracy and macro-F1 of one model per split over `splits` seeded 80/20 splits
     of (texts, labels) — the training part only."""
     rows = [
-        compare_modes(texts, labels, vectors, params.with_(seed=100 + s, seeds=1), [mode])[0]
+        compare_modes(texts, labels, vectors, params.with_(seed=100 + s, seeds=1), [mode]).rows[0]
         for s in range(splits)
     ]
     return {m: round(float(np.mean([r[m] for r in rows])), 4) for m in ("accuracy", "macro_f1")}
@@ -263,9 +263,10 @@ def main() -> None:
     results = []
     for field, field_texts in texts.items():
         for name, words in vectors.items():
-            for row in compare_modes(field_texts, labels, words, params, ["finetune", "frozen"]):
+            compared = compare_modes(field_texts, labels, words, params, ["finetune", "frozen"])
+            for row in compared.rows:
                 results.append({"field": field, "vectors": name, **row})
-        for row in compare_modes(field_texts, labels, None, params):
+        for row in compare_modes(field_texts, labels, None, params).rows:
             results.append({"field": field, "vectors": "none", **row})
     tfidf = {field: tfidf_runs(t, labels, train_rows, args.splits) for field, t in texts.items()}
 

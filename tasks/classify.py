@@ -269,42 +269,44 @@ def fit_and_evaluate(
     return model, metrics
 
 
+@dataclass
+class Comparison:
+    """The modes compared: one row per mode (metrics over seeds), and per mode the model of
+    the first seed with its metrics (no need to train it again to keep it)."""
+
+    rows: list[dict[str, Any]]
+    first: dict[str, tuple[TextClassifier, dict[str, Any]]]
+
+
 def compare_modes(
     texts: Sequence[Sequence[str]],
     labels: Sequence[str],
     vectors: Vectors | None,
     params: ClassifyParams,
     modes: Sequence[str] | None = None,
-) -> list[dict[str, Any]]:
+) -> Comparison:
     """Train every mode (all three with vectors, else random only) on the same split with
     the same seeds (params.seed, params.seed + 1, …: params.seeds models per mode); one row
     per mode with the mean and the sample std over seeds of accuracy and macro-F1."""
     train_rows, validation_rows = stratified_split(labels, params.validation, params.seed)
     train_part = _take(texts, labels, train_rows)
     validation_part = _take(texts, labels, validation_rows)
-    rows = []
+    sizes = {"n_train": len(train_rows), "n_validation": len(validation_rows)}
+    comparison = Comparison([], {})
     for mode in modes or (MODES if vectors is not None else ("random",)):
-        runs = [
-            evaluate(
-                train(*train_part, vectors, params.with_(mode=mode, seed=params.seed + i)),
-                *validation_part,
-            )
+        models = [
+            train(*train_part, vectors, params.with_(mode=mode, seed=params.seed + i))
             for i in range(params.seeds)
         ]
+        runs = [evaluate(model, *validation_part) for model in models]
         row: dict[str, Any] = {"mode": mode}
         for metric in ("accuracy", "macro_f1"):
             values = np.array([run[metric] for run in runs])
             row[metric] = float(values.mean())
             row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        rows.append(
-            {
-                **row,
-                "seeds": params.seeds,
-                "n_train": len(train_rows),
-                "n_validation": len(validation_rows),
-            }
-        )
-    return rows
+        comparison.rows.append({**row, "seeds": params.seeds, **sizes})
+        comparison.first[mode] = models[0], {**runs[0], **sizes}
+    return comparison
 
 
 def _take(
@@ -321,17 +323,16 @@ def classify_task(trained: StageOutput, labelled: Labelled, params: ClassifyPara
     def build(out: Path) -> dict[str, Any]:
         texts, labels = read_labelled(labelled.path, labelled.text_column, labelled.label_column)
         vectors = read_vectors(trained.file("vectors.parquet"))
-        rows = compare_modes(texts, labels, vectors, params)
+        comparison = compare_modes(texts, labels, vectors, params)
         source = {
             "data": str(labelled.path),
             "text_column": labelled.text_column,
             "label_column": labelled.label_column,
         }
-        model, metrics = fit_and_evaluate(
-            texts, labels, vectors, params.with_(mode="finetune"), source
-        )
+        model, metrics = comparison.first["finetune"]  # = fit_and_evaluate's, trained once
+        model.settings.update(source | metrics)
         model.save(out / CLASSIFIER_MODEL)
-        return {**source, "rows": rows, "validation": metrics, "labels": model.labels}
+        return {**source, "rows": comparison.rows, "validation": metrics, "labels": model.labels}
 
     settings = {
         **params.to_dict(),

@@ -190,12 +190,18 @@ def test_save_and_load_predict_identically(tmp_path: Path) -> None:
 
 def test_compare_modes_uses_one_split_and_the_same_seeds() -> None:
     texts, labels = tokenized()
-    rows = compare_modes(texts, labels, tiny_vectors(), FAST)
+    comparison = compare_modes(texts, labels, tiny_vectors(), FAST)
+    rows = comparison.rows
     assert [row["mode"] for row in rows] == ["finetune", "frozen", "random"]
     for row in rows:
         assert (row["seeds"], row["n_train"], row["n_validation"]) == (2, 30, 6)
         assert 0 <= row["accuracy"] <= 1 and row["accuracy_std"] >= 0
-    assert [row["mode"] for row in compare_modes(texts, labels, None, FAST)] == ["random"]
+    assert [row["mode"] for row in compare_modes(texts, labels, None, FAST).rows] == ["random"]
+    # the kept first-seed model is the one fit_and_evaluate trains
+    model, metrics = comparison.first["finetune"]
+    again, again_metrics = fit_and_evaluate(texts, labels, tiny_vectors(), FAST)
+    assert metrics == {k: again_metrics[k] for k in metrics}
+    assert torch.equal(model.module.embedding.weight, again.module.embedding.weight)
 
 
 def test_classify_stage_compares_saves_the_finetuned_model_and_is_reused(
