@@ -54,6 +54,24 @@ def _prepare_prefect() -> None:
     os.environ.setdefault("PREFECT_HOME", str(data_home() / "prefect"))
 
 
+def _start_prefect() -> None:
+    """Start the temporary Prefect API now (unless PREFECT_API_URL names one), one process at
+    a time: two runs starting together would both migrate a new Prefect database, and the
+    second would fail."""
+    import fcntl
+
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME
+
+    if PREFECT_API_URL.value():
+        return
+    home = Path(PREFECT_HOME.value())
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / "quijote-start.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        SubprocessASGIServer().start()
+
+
 class _HideUserErrors(logging.Filter):
     """Drop Prefect's console records of a QuijoteError (tracebacks, failed states): the CLI
     prints the one-line message itself. The API handler still sends them to the UI."""
@@ -126,6 +144,7 @@ def run(
     from flows.quijote_embeddings import DEFAULT_CORPUS, on_dask, quijote_embeddings
 
     _quiet_console()
+    _start_prefect()
     pipeline = on_dask(dask, dask_address) if dask or dask_address else quijote_embeddings
     summary = pipeline(
         tuple(corpus or DEFAULT_CORPUS), settings, table, text_column, label_column, classifier

@@ -8,15 +8,19 @@ Parquet and table macros, all usable in plain SQL from any read-only connection 
 
 A run registers itself in one short read-write transaction; everything else here reads through
 `connect_read_only`, which also keeps DuckDB from touching files outside the data directory.
+DuckDB lets one process write a database file, and only while no other process has it open,
+so writers and readers take turns through a lock file beside it (`warehouse.duckdb.lock`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import time
-from contextlib import closing
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -27,7 +31,8 @@ import duckdb
 from quijote.errors import QuijoteError, first_line
 from storage.paths import warehouse_path
 
-LOCK_WAIT_S = 5.0  # how long to wait for another process's lock on the database file
+LOCK_WAIT_S = 5.0  # how long a reader waits for another process's lock on the database file
+WRITE_WAIT_S = 60.0  # how long a run waits to register (other writers, readers' open queries)
 
 _RUNS_TABLE = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -132,13 +137,15 @@ class RunRecord:
     vocab_path: Path  # Parquet: id int32, word string, count int64 (ordered by count desc)
     vectors_path: Path  # Parquet: word string, vector fixed_size_list<float32>[dim]
     dim: int
+    classifier: list[dict[str, Any]] = field(default_factory=list)  # a row per mode
 
 
 def register_run(run: RunRecord, status: str = "current", db: Path | None = None) -> None:
     """Record `run` in the `runs` table with `status` ('current' points the views and macros at
-    its Parquet; 'kept' and 'rejected' leave them), all in one transaction. Every run stays
+    its Parquet; 'kept' and 'rejected' leave them) and its classifier metrics, all in one
+    transaction: a reader sees the run before or after, never half of it. Every run stays
     queryable by id through `run_vectors` and `run_neighbors`. Registering a run_id again
-    replaces its row (a run that was current stays current)."""
+    replaces its rows (a run that was current stays current)."""
     if status not in STATUSES:
         raise QuijoteError(f"unknown run status {status!r}: use one of {', '.join(STATUSES)}")
     db = _database(db)
@@ -146,9 +153,10 @@ def register_run(run: RunRecord, status: str = "current", db: Path | None = None
     vectors = _data_file(run.vectors_path, db.parent)
     if run.dim < 1:
         raise QuijoteError(f"run {run.run_id}: dim must be positive, got {run.dim}")
-    with closing(_open(db, read_only=False)) as conn:
+    with _writing(db) as conn:
         try:
             conn.execute(_RUNS_TABLE)  # the schema first: even a failed registration leaves it
+            conn.execute(_CLASSIFIER_TABLE)
             conn.begin()
             was_current = conn.execute(
                 "SELECT count(*) > 0 FROM runs WHERE run_id = ? AND is_current", [run.run_id]
@@ -178,29 +186,18 @@ def register_run(run: RunRecord, status: str = "current", db: Path | None = None
                     conn.execute(ddl)
                 # Casting to FLOAT[dim] is checked only when a vector is read: read one.
                 conn.execute("SELECT vector FROM vectors LIMIT 1").fetchall()
+            conn.execute("DELETE FROM classifier_metrics WHERE run_id = ?", [run.run_id])
+            if run.classifier:
+                conn.executemany(
+                    f"INSERT INTO classifier_metrics VALUES (?{', ?' * len(CLASSIFIER_COLUMNS)})",
+                    [[run.run_id, *(row[c] for c in CLASSIFIER_COLUMNS)] for row in run.classifier],
+                )
             conn.commit()
         except duckdb.Error as error:  # closing without COMMIT rolls everything back
             raise QuijoteError(f"cannot register run {run.run_id}: {first_line(error)}") from error
-
-
-def record_classifier_metrics(
-    run_id: str, rows: list[dict[str, Any]], db: Path | None = None
-) -> None:
-    """Store a run's classifier metrics (one row per mode: finetune, frozen, random), replacing
-    any earlier rows of that run, in one transaction."""
-    db = _database(db)
-    with closing(_open(db, read_only=False)) as conn:
-        try:
-            conn.execute(_CLASSIFIER_TABLE)
-            conn.begin()
-            conn.execute("DELETE FROM classifier_metrics WHERE run_id = ?", [run_id])
-            conn.executemany(
-                f"INSERT INTO classifier_metrics VALUES (?{', ?' * len(CLASSIFIER_COLUMNS)})",
-                [[run_id, *(row[c] for c in CLASSIFIER_COLUMNS)] for row in rows],
-            )
-            conn.commit()
-        except (duckdb.Error, KeyError) as error:
-            raise QuijoteError(f"cannot record classifier metrics of {run_id}: {error}") from error
+        except KeyError as error:
+            message = f"cannot register run {run.run_id}: a classifier row has no {error}"
+            raise QuijoteError(message) from error
 
 
 def connect_read_only(db: Path | None = None) -> duckdb.DuckDBPyConnection:
@@ -318,18 +315,50 @@ def _database(db: Path | None) -> Path:
     return (db or warehouse_path()).resolve()
 
 
-def _open(db: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """Connect, retrying for up to LOCK_WAIT_S while another process holds a conflicting lock
-    (a writer blocks readers, and open readers block a writer)."""
-    deadline = time.monotonic() + LOCK_WAIT_S
+@contextmanager
+def _writing(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection, for up to WRITE_WAIT_S: first the lock file exclusively (new
+    readers now wait behind this writer, so a stream of them cannot starve it), then the
+    database once the readers already in have closed it."""
+    deadline = time.monotonic() + WRITE_WAIT_S
+    with _turnstile(db, fcntl.LOCK_EX, deadline), closing(_open(db, False, deadline)) as conn:
+        yield conn
+
+
+def _open(db: Path, read_only: bool, deadline: float | None = None) -> duckdb.DuckDBPyConnection:
+    """Connect, retrying until `deadline` (default: LOCK_WAIT_S from now) while another
+    process holds a conflicting lock (a writer blocks readers, and open readers block a
+    writer). A reader passes the lock file shared, so it waits while a writer holds it."""
+    deadline = deadline or time.monotonic() + LOCK_WAIT_S
     while True:
         try:
-            return duckdb.connect(str(db), read_only=read_only)
+            if not read_only:
+                return duckdb.connect(str(db))
+            with _turnstile(db, fcntl.LOCK_SH, deadline):
+                return duckdb.connect(str(db), read_only=True)
         except duckdb.Error as error:
             if "Could not set lock" in str(error) and time.monotonic() < deadline:
                 time.sleep(0.05)
                 continue
             raise QuijoteError(f"cannot open the warehouse: {first_line(error)}") from error
+
+
+@contextmanager
+def _turnstile(db: Path, mode: int, deadline: float) -> Iterator[None]:
+    """Hold the lock file beside `db` in `mode` (fcntl.LOCK_EX or LOCK_SH), polling for it
+    until `deadline`."""
+    with db.with_name(db.name + ".lock").open("a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise QuijoteError(
+                        "cannot open the warehouse: another run is registering itself; try again"
+                    ) from None
+                time.sleep(0.05)
+        yield  # closing the file releases the lock
 
 
 def _data_file(path: Path, data_dir: Path) -> Path:

@@ -115,11 +115,10 @@ def publish_task(
             vocab_path=stages["vocab"].file("vocab.parquet"),
             vectors_path=vectors_path,
             dim=params.dim,
+            classifier=classifier["rows"] if classifier else [],
         ),
         status,
     )
-    if classifier:
-        warehouse.record_classifier_metrics(run_id, classifier["rows"])
     return {
         **manifest,
         "run_dir": str(run_dir),

@@ -3,7 +3,11 @@ already made is damaged."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,7 +23,7 @@ from storage.tables import find_labelled
 from tasks.gate import gate_task
 from tasks.tokenize import BATCH_TOKENS, MAX_SENTENCE_WORDS, WORD
 from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run, quijote_slice
-from tests.test_cli import assert_one_line_error, no_leftovers, quijote
+from tests.test_cli import QUIJOTE_BIN, assert_one_line_error, no_leftovers, quijote
 
 TINY = {"dim": 8, "epochs": 2, "min_count": 2, "threads": 1}
 
@@ -175,3 +179,47 @@ def test_a_damaged_current_run_is_explained_and_replaced(published: Path, tmp_pa
     verdict = gate_task.fn(trained)
     assert verdict.passed and verdict.current_run == "run-1"
     assert verdict.reasons == ["the current run run-1 is unreadable: nothing to compare with"]
+
+
+# --- runs at the same time ------------------------------------------------------------------
+
+# What a reader sees of the current run: every part must belong to the same run.
+CURRENT = """
+SELECT r.run_id, r.dim = (SELECT any_value(len(vector)) FROM vectors),
+       (SELECT count(*) FROM vocab) = json_extract(r.metrics, '$.vocab_size')::BIGINT,
+       (SELECT count(*) FROM neighbors((SELECT word FROM vocab WHERE id = 0), 3))
+FROM runs AS r WHERE r.is_current"""
+
+
+def test_two_runs_at_once_both_finish_and_readers_never_see_a_mix(published: Path, tmp_path):
+    corpus = tmp_path / "slice.txt"
+    corpus.write_text(quijote_slice(20_000), encoding="utf-8")
+    env = {
+        **os.environ,
+        "QUIJOTE_HOME": str(published),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    args = [str(QUIJOTE_BIN), "run", "-c", str(corpus), "--labelled", "none"]
+    settings = ["--set", "epochs=1", "--set", "min_count=3", "--set"]
+    runs = [
+        subprocess.Popen([*args, *settings, f"dim={dim}"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for dim in (8, 12)
+    ]  # fmt: skip
+    seen, errors = Counter(), []
+    while any(run.poll() is None for run in runs):
+        try:
+            seen[warehouse.query(CURRENT)[1][0]] += 1
+        except QuijoteError as error:
+            errors.append(str(error))
+        time.sleep(0.02)
+    outputs = [run.communicate()[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert errors == []
+    assert all(state[1:] == (True, True, 3) for state in seen), seen
+    finished = runs_table()
+    assert len(finished) == 3 and [s for _, s in finished].count("current") == 1
+    new = {run_id for run_id, _ in finished} - {"run-1"}
+    assert {state[0] for state in seen} <= new | {"run-1"}
+    assert len(seen) >= 2  # the reader saw the current run move
+    assert {p.name for p in (published / "runs").iterdir()} == new

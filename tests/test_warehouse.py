@@ -293,14 +293,20 @@ def test_vss_loads_offline_and_builds_an_hnsw_index():
         assert conn.execute(sql).fetchall() == [("rey",), ("niño",)]
 
 
-def test_classifier_metrics_per_run_and_mode(home: Path, run: RunRecord):
+def test_classifier_metrics_per_run_and_mode_come_with_the_run(home: Path, run: RunRecord):
     row = {
         "mode": "finetune", "accuracy": 0.7, "accuracy_std": 0.01, "macro_f1": 0.5,
         "macro_f1_std": 0.02, "seeds": 5, "n_train": 540, "n_validation": 136,
     }  # fmt: skip
-    warehouse.record_classifier_metrics("run-1", [row, {**row, "mode": "random"}])
-    warehouse.record_classifier_metrics("run-1", [{**row, "accuracy": 0.75}])  # replaces
+    warehouse.register_run(
+        RunRecord(**{**vars(run), "classifier": [row, {**row, "mode": "random"}]})
+    )
+    again = RunRecord(**{**vars(run), "classifier": [{**row, "accuracy": 0.75}]})
+    warehouse.register_run(again)  # replaces
     columns, rows = warehouse.query("SELECT run_id, mode, accuracy FROM classifier_metrics")
     assert columns == ["run_id", "mode", "accuracy"] and rows == [("run-1", "finetune", 0.75)]
-    with pytest.raises(QuijoteError, match="cannot record classifier metrics"):
-        warehouse.record_classifier_metrics("run-1", [{"mode": "frozen"}])
+    broken = RunRecord(**{**vars(run), "run_id": "run-2", "classifier": [{"mode": "frozen"}]})
+    with pytest.raises(QuijoteError, match="cannot register run run-2: a classifier row has no"):
+        warehouse.register_run(broken)
+    assert runs_table() == [("run-1", "current", True)]  # nothing of run-2
+    assert warehouse.query("SELECT count(*) FROM classifier_metrics")[1] == [(1,)]
