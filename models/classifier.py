@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from quijote.errors import QuijoteError, first_line
-from storage.files import remove_tree
+from storage.files import remove_tree, space_for
 
 MODES = ("finetune", "frozen", "random")
 FILES = ("weights.pt", "vocab.json", "labels.json", "settings.json")
@@ -90,13 +90,15 @@ class TextClassifier:
         old = tmp.with_suffix(".old")
         tmp.mkdir()
         try:
-            torch.save(self.module.state_dict(), tmp / "weights.pt")
-            for name, value in (
-                ("vocab.json", self.vocab),
-                ("labels.json", self.labels),
-                ("settings.json", self.settings),
-            ):
-                (tmp / name).write_text(json.dumps(value, ensure_ascii=False, indent=1) + "\n")
+            with space_for(directory):
+                torch.save(self.module.state_dict(), tmp / "weights.pt")
+                for name, value in (
+                    ("vocab.json", self.vocab),
+                    ("labels.json", self.labels),
+                    ("settings.json", self.settings),
+                ):
+                    text = json.dumps(value, ensure_ascii=False, indent=1) + "\n"
+                    (tmp / name).write_text(text)
             if directory.exists():
                 os.rename(directory, old)
             os.rename(tmp, directory)

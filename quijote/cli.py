@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from quijote.classify_cli import classify_app
-from quijote.errors import QuijoteError
+from quijote.errors import QuijoteError, first_line
 
 app = typer.Typer(
     help="Spanish word embeddings: train skip-gram vectors and query them in SQL.",
@@ -47,11 +47,15 @@ def main() -> None:
 
 
 def _prepare_prefect() -> None:
-    """Local defaults for Prefect before it is imported: no telemetry, state in the data dir."""
+    """Local defaults for Prefect before it is imported: no telemetry, state in the data dir
+    (created here: Prefect makes only the last level), and time for the first start, which
+    creates and migrates a new database (about 20 s on two cores; Prefect's default is 20)."""
     from storage.paths import data_home
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_HOME", str(data_home() / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 
 def _start_prefect() -> None:
@@ -65,11 +69,13 @@ def _start_prefect() -> None:
 
     if PREFECT_API_URL.value():
         return
-    home = Path(PREFECT_HOME.value())
-    home.mkdir(parents=True, exist_ok=True)
-    with (home / "quijote-start.lock").open("a") as lock:
+    with (Path(PREFECT_HOME.value()) / "quijote-start.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        SubprocessASGIServer().start()
+        try:
+            SubprocessASGIServer().start()
+        except RuntimeError as error:  # it did not answer in time, or exited
+            message = f"the temporary Prefect API did not start: {first_line(error)}"
+            raise QuijoteError(message) from None
 
 
 class _HideUserErrors(logging.Filter):

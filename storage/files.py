@@ -1,8 +1,9 @@
 """Atomic file output: everything is written under a temporary name, then renamed, so a
-reader (or a killed run) never sees a half-written file."""
+reader (or a killed run) never sees a half-written file, and a full disk is one clear error."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -16,6 +17,24 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from quijote.errors import QuijoteError
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def space_for(target: Path) -> Iterator[None]:
+    """Turn a full disk (or quota) while writing `target` into a one-line QuijoteError."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in NO_SPACE:
+            raise
+        raise QuijoteError(
+            f"no space left on the device for {target}: free some space and run again "
+            "(finished stages are kept)"
+        ) from None
+
 
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
@@ -25,7 +44,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        with space_for(final):
+            yield tmp_path
         os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -9,13 +9,15 @@ were since truncated, replaced or deleted is set aside and built again.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from storage.files import remove_tree, write_json
 from storage.paths import stages_dir
 
 META_FILE = "stage.json"
+ABANDONED_AFTER_S = 60.0
 
 logger = logging.getLogger(__name__)
 
@@ -83,29 +86,63 @@ def run_stage(
         )
         _set_aside(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(final.parent)
     tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    try:
-        started = time.perf_counter()
-        summary = dict(build(tmp))
-        meta = {
-            "stage": stage,
-            "key": key,
-            "version": version,
-            "params": dict(params),
-            "inputs": inputs,
-            "seconds": round(time.perf_counter() - started, 3),
-            **summary,
-            "file_sizes": _file_sizes(tmp),
-        }
-        write_json(tmp / META_FILE, meta)
+    with _building(tmp):
         try:
-            os.rename(tmp, final)
-        except OSError:  # a concurrent run finished the same stage first: use its output
-            if not (final / META_FILE).exists():
-                raise
-        return StageOutput(stage, key, final, _read_meta(final))
+            started = time.perf_counter()
+            summary = dict(build(tmp))
+            meta = {
+                "stage": stage,
+                "key": key,
+                "version": version,
+                "params": dict(params),
+                "inputs": inputs,
+                "seconds": round(time.perf_counter() - started, 3),
+                **summary,
+                "file_sizes": _file_sizes(tmp),
+            }
+            write_json(tmp / META_FILE, meta)
+            try:
+                os.rename(tmp, final)
+            except OSError:  # a concurrent run finished the same stage first: use its output
+                if not (final / META_FILE).exists():
+                    raise
+            return StageOutput(stage, key, final, _read_meta(final))
+        finally:
+            remove_tree(tmp)
+
+
+@contextmanager
+def _building(directory: Path) -> Iterator[None]:
+    """Hold a lock on `directory` while this process builds it; the system drops the lock
+    when the process ends, however it ends."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
+        os.close(fd)
+
+
+def _remove_abandoned(parent: Path) -> None:
+    """Delete the temporary directories in `parent` that no live process is building (left by
+    a run killed with SIGKILL or a power cut). One younger than ABANDONED_AFTER_S may still be
+    about to be locked by its builder."""
+    for tmp in parent.glob(".tmp-*"):
+        try:
+            if time.time() - tmp.stat().st_mtime < ABANDONED_AFTER_S:
+                continue
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:  # gone meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # being built
+            continue
+        finally:
+            os.close(fd)
         remove_tree(tmp)
 
 

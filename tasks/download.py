@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from quijote.errors import QuijoteError
 from storage import paths
-from storage.files import file_sha256, write_parquet
+from storage.files import file_sha256, space_for, write_parquet
 from storage.schemas import DOCUMENTS
 from storage.stages import StageOutput, run_stage
 from tasks.stage_task import stage_task
@@ -202,7 +202,7 @@ def _download_once(url: str, raw_dir: Path, expected: str | None) -> tuple[Path,
         part = Path(work) / "part"
         digest = hashlib.sha256()
         size = 0
-        with part.open("wb") as out:
+        with space_for(raw_dir), part.open("wb") as out:
             while block := response.read1(1 << 20):  # what has arrived, up to 1 MiB
                 size += len(block)
                 if size > MAX_BYTES:

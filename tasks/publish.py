@@ -5,10 +5,12 @@ the quality gate, else as a rejected run (kept, and queryable by id)."""
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -16,7 +18,7 @@ from prefect.cache_policies import NONE
 
 from quijote.params import Params
 from storage import warehouse
-from storage.files import write_json
+from storage.files import remove_tree, write_json
 from storage.paths import run_classifier_dir, runs_dir
 from storage.stages import StageOutput, shards, total
 from storage.vectors import write_word2vec
@@ -54,9 +56,51 @@ def publish_task(
     stages: dict[str, StageOutput | list[StageOutput]],
     verdict: Verdict,
 ) -> dict[str, Any]:
-    """Write the run directory and register the run (current if it passed the gate)."""
+    """Write the run directory (under a temporary name, renamed when complete) and register
+    the run (current if it passed the gate)."""
     run_dir = runs_dir() / run_id
-    links = run_dir / "stages"
+    work = runs_dir() / f".tmp-{run_id}"
+    try:
+        manifest = _write_run_dir(work, run_id, started_at, corpus, params, stages, verdict)
+        os.rename(work, run_dir)
+    finally:
+        remove_tree(work)
+    vectors_path = stages["train"].file("vectors.parquet")
+    metrics = manifest["metrics"]
+    warehouse.register_run(
+        warehouse.RunRecord(
+            run_id=run_id,
+            started_at=started_at,
+            finished_at=manifest["finished_at"],
+            corpus=corpus,
+            params=params.to_dict(),
+            metrics=metrics,
+            vocab_path=stages["vocab"].file("vocab.parquet"),
+            vectors_path=vectors_path,
+            dim=params.dim,
+            classifier=metrics.get("classifier", []),
+        ),
+        manifest["status"],
+    )
+    return {
+        **manifest,
+        "run_dir": str(run_dir),
+        "vectors_path": str(vectors_path),
+        "classifier": _classifier(stages.get("classify"), run_id),
+    }
+
+
+def _write_run_dir(
+    directory: Path,
+    run_id: str,
+    started_at: datetime,
+    corpus: list[str],
+    params: Params,
+    stages: dict[str, StageOutput | list[StageOutput]],
+    verdict: Verdict,
+) -> dict[str, Any]:
+    """Links to the stage outputs, vectors.txt and manifest.json in `directory`; the manifest."""
+    links = directory / "stages"
     links.mkdir(parents=True)
     for name, output in stages.items():
         parts = shards(output)
@@ -67,7 +111,7 @@ def publish_task(
         for shard, part in enumerate(parts):
             (links / name / f"{shard:05d}").symlink_to(part.path, target_is_directory=True)
     vectors_path = stages["train"].file("vectors.parquet")
-    write_word2vec(vectors_path, run_dir / "vectors.txt")
+    write_word2vec(vectors_path, directory / "vectors.txt")
     trained = stages["train"].meta
     heldout = trained["heldout_loss_per_epoch"]
     metrics = {
@@ -103,28 +147,8 @@ def publish_task(
         "python": platform.python_version(),
         "machine": platform.platform(),
     }
-    write_json(run_dir / "manifest.json", manifest)
-    warehouse.register_run(
-        warehouse.RunRecord(
-            run_id=run_id,
-            started_at=started_at,
-            finished_at=finished_at,
-            corpus=corpus,
-            params=params.to_dict(),
-            metrics=metrics,
-            vocab_path=stages["vocab"].file("vocab.parquet"),
-            vectors_path=vectors_path,
-            dim=params.dim,
-            classifier=classifier["rows"] if classifier else [],
-        ),
-        status,
-    )
-    return {
-        **manifest,
-        "run_dir": str(run_dir),
-        "vectors_path": str(vectors_path),
-        "classifier": classifier,
-    }
+    write_json(directory / "manifest.json", manifest)
+    return manifest
 
 
 def _classifier(output: StageOutput | list[StageOutput] | None, run_id: str) -> dict | None:

@@ -172,3 +172,16 @@ def test_classify_bad_input_is_one_line_and_exit_status_2(home: Path, tmp_path: 
     result = quijote(home, "classify", "train", "--data", str(once), *args)
     assert_one_line_error(result, "label 'b' has only 1 example")
     assert not (home / "classifier").exists()
+
+
+def test_prefect_gets_its_home_and_time_for_a_first_start(tmp_path: Path, monkeypatch) -> None:
+    """A data directory whose parents do not exist yet, and a new Prefect database to migrate
+    (about 20 s on two cores, Prefect's default timeout): the first `quijote run` works."""
+    from quijote.cli import _prepare_prefect
+
+    monkeypatch.setenv("QUIJOTE_HOME", str(tmp_path / "a" / "b"))
+    for name in ("PREFECT_HOME", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    _prepare_prefect()
+    assert (tmp_path / "a" / "b" / "prefect").is_dir()
+    assert float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]) >= 60

@@ -3,9 +3,11 @@ already made is damaged."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,10 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import storage.stages
 from flows.train_stages import train_stages
 from quijote.errors import QuijoteError
 from quijote.params import Params
 from storage import warehouse
+from storage.files import atomic_path
 from storage.stages import StageOutput, shards
 from storage.tables import find_labelled
 from tasks.gate import gate_task
@@ -25,6 +29,7 @@ from tasks.tokenize import BATCH_TOKENS, MAX_SENTENCE_WORDS, WORD
 from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run, quijote_slice
 from tests.test_cli import QUIJOTE_BIN, assert_one_line_error, no_leftovers, quijote
 
+REPO = Path(__file__).parents[1]
 TINY = {"dim": 8, "epochs": 2, "min_count": 2, "threads": 1}
 
 
@@ -223,3 +228,83 @@ def test_two_runs_at_once_both_finish_and_readers_never_see_a_mix(published: Pat
     assert {state[0] for state in seen} <= new | {"run-1"}
     assert len(seen) >= 2  # the reader saw the current run move
     assert {p.name for p in (published / "runs").iterdir()} == new
+
+
+# --- a full disk ----------------------------------------------------------------------------
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path: Path):
+    target = tmp_path / "out" / "x.json"
+    message = r"^no space left on the device for .*x\.json: free"
+    with pytest.raises(QuijoteError, match=message), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(target.parent.iterdir()) == []
+    with pytest.raises(OSError, match="Permission"), atomic_path(target):  # other errors: as is
+        raise PermissionError("Permission denied")
+
+
+# In a user and mount namespace (no privileges needed where unprivileged namespaces are
+# allowed): a 16 MiB tmpfs as the data directory, a current run, then a run with FREE_KB left.
+DISK_FULL = """
+mount -t tmpfs -o size=16m tmpfs "$DISK" || exit 77
+"$PYTHON" -c 'from storage import warehouse; from pathlib import Path; from tests.data import *
+warehouse.register_run(make_run(Path("'"$QUIJOTE_HOME"'") / "stages", "run-1", WORDS, VECTORS))'
+free=$(df -k --output=avail "$DISK" | tail -1)
+head -c $(( (free - FREE_KB) * 1024 )) /dev/zero > "$DISK/filler"
+"$QUIJOTE" run -c "$CORPUS" --labelled none --set epochs=1 --set min_count=3 \
+  >"$OUT/run.out" 2>"$OUT/run.err"
+echo $? >"$OUT/run.rc"
+"$QUIJOTE" sql "SELECT run_id FROM runs WHERE is_current" >"$OUT/current" 2>&1
+"$QUIJOTE" neighbors rey -k 1 >"$OUT/neighbors" 2>&1
+find "$DISK" -name "*.tmp*" >"$OUT/leftovers"
+"""
+
+
+def test_a_disk_that_fills_during_a_stage_leaves_the_current_run_queryable(tmp_path: Path):
+    disk, out, prefect = tmp_path / "disk", tmp_path / "out", tmp_path / "prefect"
+    for directory in (disk, out, prefect):
+        directory.mkdir()
+    corpus = tmp_path / "slice.txt"
+    corpus.write_text(quijote_slice(20_000), encoding="utf-8")
+    env = {
+        **os.environ,
+        "DISK": str(disk), "OUT": str(out), "CORPUS": str(corpus), "FREE_KB": "100",
+        "PYTHON": sys.executable, "QUIJOTE": str(QUIJOTE_BIN),
+        "QUIJOTE_HOME": str(disk / "home"), "PREFECT_HOME": str(prefect),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }  # fmt: skip
+    command = ["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", DISK_FULL]
+    try:
+        done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("no unshare here to mount a small tmpfs")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {done.stderr.strip()}")
+    status, stdout, stderr = ((out / name).read_text() for name in ("run.rc", "run.out", "run.err"))
+    run = subprocess.CompletedProcess([], int(status), stdout, stderr)
+    assert_one_line_error(run, "no space left on the device for ")
+    assert f"{disk}/home/stages/" in run.stderr  # it filled during a stage
+    assert "run-1" in (out / "current").read_text()
+    assert "neighbours of rey" in (out / "neighbors").read_text()
+    assert (out / "leftovers").read_text() == ""
+
+
+def test_a_killed_builders_temporary_directory_is_removed_a_live_ones_kept(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(storage.stages, "ABANDONED_AFTER_S", 0.0)
+    parent = home / "stages" / "toy"
+    abandoned, live = parent / ".tmp-aaaa-1", parent / ".tmp-bbbb-2"
+    for directory in (abandoned, live):
+        directory.mkdir(parents=True)
+        (directory / "part.parquet").write_bytes(b"PAR1")
+
+    def build(directory: Path) -> dict:
+        (directory / "out.txt").write_text("done")
+        return {}
+
+    with storage.stages._building(live):  # what a run building `live` at this moment holds
+        output = storage.stages.run_stage("toy", 1, {}, [], build)
+    assert (output.path / "out.txt").read_text() == "done"
+    assert not abandoned.exists() and (live / "part.parquet").exists()
