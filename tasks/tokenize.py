@@ -28,6 +28,7 @@ from tasks.stage_task import stage_task
 VERSION = 4
 SHARD_BITS = 32
 MAX_SENTENCE_WORDS = 1000  # the word2vec C tool's MAX_SENTENCE_LENGTH
+STREAM_CHARS = 1 << 16  # a longer sentence is matched word by word (bounded memory)
 BATCH_TOKENS = 1 << 20  # a batch (a Parquet row group) holds at most about this many words
 WORD = regex.compile(r"\p{L}[\p{L}\p{M}]*")
 SENTENCE_BREAK = regex.compile(r"[.!?…]+|\n[ \t]*\n")
@@ -35,10 +36,15 @@ SENTENCE_BREAK = regex.compile(r"[.!?…]+|\n[ \t]*\n")
 
 def split_sentences(text: str, max_words: int = MAX_SENTENCE_WORDS) -> Iterator[list[str]]:
     """Yield the non-empty sentences of `text` as lists of lowercase words, a sentence longer
-    than `max_words` in pieces of `max_words`; one piece's words in memory at a time."""
+    than `max_words` in pieces of `max_words`. A sentence of more than STREAM_CHARS
+    characters is matched word by word, one piece in memory at a time."""
     for chunk in SENTENCE_BREAK.splititer(text):
-        words = WORD.finditer(chunk.lower())
-        while piece := [match.group() for match in islice(words, max_words)]:
+        if len(chunk) <= STREAM_CHARS:  # nearly all: findall is ~1.6x faster than finditer
+            words = WORD.findall(chunk.lower())
+            yield from (words[i : i + max_words] for i in range(0, len(words), max_words))
+            continue
+        matches = WORD.finditer(chunk.lower())
+        while piece := [match.group() for match in islice(matches, max_words)]:
             yield piece
 
 

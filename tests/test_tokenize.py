@@ -2,6 +2,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import tasks.tokenize as tokenize_module
 from tasks.tokenize import MAX_SENTENCE_WORDS, WORD, split_sentences, tokenize
 from tests.data import QUIJOTE
 
@@ -64,3 +65,12 @@ def test_batches_are_bounded_by_words_whatever_the_line_length() -> None:
     assert sum(sizes) == 60_002 and max(sizes) <= 5_000
     lengths = [len(tokens) for b in batches for tokens in b.column("tokens").to_pylist()]
     assert lengths == [MAX_SENTENCE_WORDS] * 60 + [1, 1]
+
+
+def test_streamed_and_whole_sentences_give_the_same_words(monkeypatch) -> None:
+    quijote = QUIJOTE.read_text(encoding="utf-8-sig")[:300_000]
+    text = quijote + ". " + " ".join(["molino"] * 2_500)  # and a sentence of 2,500 words
+    whole = list(split_sentences(text))
+    monkeypatch.setattr(tokenize_module, "STREAM_CHARS", 0)  # every sentence word by word
+    assert list(split_sentences(text)) == whole
+    assert [len(piece) for piece in whole[-3:]] == [MAX_SENTENCE_WORDS, MAX_SENTENCE_WORDS, 500]
