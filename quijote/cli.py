@@ -138,12 +138,15 @@ def run(
     from quijote.params import Params
     from storage.tables import DEFAULT_LABELLED, find_labelled
     from tasks.classify import ClassifyParams
+    from tasks.download import corpus_kind
 
     settings = _parse_settings(set_ or [])
     classifier = _parse_settings(classify_set or [])
     Params.from_mapping(settings)  # reject bad parameters before any work
     ClassifyParams.from_mapping(classifier)
     table = None if labelled and labelled.lower() == "none" else labelled or DEFAULT_LABELLED
+    for spec in corpus or []:
+        corpus_kind(spec)  # a missing file or a typo: fail before starting Prefect
     if table:
         find_labelled(table, text_column, label_column)  # a missing file: fail before any work
     _prepare_prefect()

@@ -78,17 +78,31 @@ REGISTERED: dict[str, Registered] = {
 def fetch(spec: str, mirror: Path | None, raw_dir: Path) -> list[RawFile]:
     """Resolve a corpus spec to raw files: a registered name, an http(s) URL, a local file or
     a directory (its `*.txt` files, sorted by name)."""
-    if spec in REGISTERED:
+    kind = corpus_kind(spec)
+    if kind == "name":
         return [_fetch_registered(spec, REGISTERED[spec], mirror, raw_dir)]
+    if kind == "url":
+        return [_fetch_url(spec, mirror, raw_dir)]
+    path = Path(spec).expanduser()
+    if kind == "file":
+        return [RawFile(str(path), path, file_sha256(path))]
+    return _fetch_directory(path)
+
+
+def corpus_kind(spec: str) -> str:
+    """What a corpus spec names, "name", "url", "file" or "directory", looking at nothing but
+    the spec and the local file system; a one-line error when it names nothing usable."""
+    if spec in REGISTERED:
+        return "name"
     url = urlparse(spec)
     if url.scheme in ("http", "https") and url.netloc:
-        return [_fetch_url(spec, mirror, raw_dir)]
+        return "url"
     path = Path(spec).expanduser()
     if spec.strip():  # Path("") is the current directory
         if path.is_file():
-            return [RawFile(str(path), path, file_sha256(path))]
+            return "file"
         if path.is_dir():
-            return _fetch_directory(path)
+            return "directory"
         if not path.exists() and not url.scheme and _looks_like_path(spec):
             raise QuijoteError(f"no such file or directory: {spec}")
     raise QuijoteError(

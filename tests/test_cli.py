@@ -122,9 +122,12 @@ def test_run_rejects_bad_settings_before_starting_prefect(home: Path) -> None:
     assert not (home / "stages").exists()
 
 
-def test_run_with_a_missing_corpus_fails_in_one_line(home: Path) -> None:
-    assert_one_line_error(quijote(home, "run", "-c", "missing.txt"), "no such file")
-    assert not (home / "warehouse.duckdb").exists()
+def test_run_with_a_missing_corpus_fails_in_one_line_before_starting_prefect(home: Path) -> None:
+    for spec, message in (("missing.txt", "no such file"), ("qujote", "unrecognised corpus")):
+        result = quijote(home, "run", "-c", spec)
+        assert_one_line_error(result, message)
+        assert "Starting temporary server" not in result.stderr
+    assert not home.exists()
 
 
 @pytest.fixture
