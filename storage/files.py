@@ -58,17 +58,32 @@ def write_json(path: Path, value: Any) -> None:
 
 def write_parquet(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
     """Stream record batches into one Parquet file (one row group per batch); return rows.
-    Large strings (whole documents) get no min/max statistics: each would copy the value."""
+    Large strings (whole documents) get no min/max statistics: each would copy the value.
+    Only words are dictionary-encoded: on ids and floats a dictionary made the files larger
+    and slower to read (pairs: 3.1 MB, read 0.05 s -> 1.9 MB, 0.016 s without)."""
     rows = 0
     statistics = [f.name for f in schema if not pa.types.is_large_string(f.type)]
+    words = [path for f in schema for path in _word_columns(f)]
     with (
         atomic_path(path) as tmp,
-        pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=statistics) as writer,
+        pq.ParquetWriter(
+            tmp, schema, compression="zstd", use_dictionary=words, write_statistics=statistics
+        ) as writer,
     ):
         for batch in batches:
             writer.write_batch(batch.cast(schema) if batch.schema != schema else batch)
             rows += batch.num_rows
     return rows
+
+
+def _word_columns(field: pa.Field) -> list[str]:
+    """The Parquet column path of `field` when it holds words: a string, or a list of strings
+    (sentences); none otherwise."""
+    if pa.types.is_string(field.type):
+        return [field.name]
+    if pa.types.is_list(field.type) and pa.types.is_string(field.type.value_type):
+        return [f"{field.name}.list.element"]
+    return []
 
 
 def read_row_groups(path: Path) -> Iterator[pa.RecordBatch]:

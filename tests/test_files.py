@@ -1,0 +1,39 @@
+"""storage/files.py: Parquet as the stages write it."""
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage import schemas
+from storage.files import read_row_groups, write_parquet
+
+
+def encodings(path: Path) -> dict[str, set[str]]:
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    columns = (group.column(i) for i in range(group.num_columns))
+    return {column.path_in_schema: set(column.encodings) for column in columns}
+
+
+def test_only_words_are_dictionary_encoded_and_everything_reads_back(tmp_path: Path) -> None:
+    sentences = pa.record_batch(
+        [pa.array([1, 2], pa.int64()), pa.array([["el", "rey"], ["el"]])], schema=schemas.SENTENCES
+    )
+    column = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(6, dtype=np.float32)), 3)
+    vectors = pa.record_batch([pa.array(["el", "rey"]), column], schema=schemas.vectors(3))
+    pairs = pa.record_batch(
+        [pa.array([0, 1], pa.int32()), pa.array([1, 0], pa.int32())], schema=schemas.PAIRS
+    )
+    dictionary = "RLE_DICTIONARY"
+    for name, batch, words in (
+        ("sentences", sentences, {"tokens.list.element"}),
+        ("vectors", vectors, {"word"}),
+        ("pairs", pairs, set()),
+    ):
+        path = tmp_path / f"{name}.parquet"
+        assert write_parquet(path, batch.schema, [batch, batch]) == 4
+        assert {c for c, found in encodings(path).items() if dictionary in found} == words
+        assert pa.Table.from_batches(read_row_groups(path)).equals(
+            pa.Table.from_batches([batch, batch])
+        )
