@@ -4,11 +4,13 @@ reader (or a killed run) never sees a half-written file, and a full disk is one 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ import pyarrow.parquet as pq
 from quijote.errors import QuijoteError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+ABANDONED_AFTER_S = 60.0  # a younger unlocked temporary directory may be about to be locked
 
 
 @contextmanager
@@ -49,6 +52,38 @@ def atomic_path(final: Path) -> Iterator[Path]:
         os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def building(directory: Path) -> Iterator[None]:
+    """Hold a lock on `directory` while this process builds it; the system drops the lock
+    when the process ends, however it ends."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_abandoned(parent: Path) -> None:
+    """Delete the temporary directories in `parent` that no live process is building (left by
+    a run killed with SIGKILL or a power cut). One younger than ABANDONED_AFTER_S may still be
+    about to be locked by its builder."""
+    for tmp in parent.glob(".tmp-*"):
+        try:
+            if time.time() - tmp.stat().st_mtime < ABANDONED_AFTER_S:
+                continue
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:  # gone meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # being built
+            continue
+        finally:
+            os.close(fd)
+        remove_tree(tmp)
 
 
 def write_json(path: Path, value: Any) -> None:

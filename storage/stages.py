@@ -9,24 +9,21 @@ were since truncated, replaced or deleted is set aside and built again.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storage.files import remove_tree, write_json
+from storage.files import building, remove_abandoned, remove_tree, write_json
 from storage.paths import stages_dir
 
 META_FILE = "stage.json"
-ABANDONED_AFTER_S = 60.0
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +83,10 @@ def run_stage(
         )
         _set_aside(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(final.parent)
+    remove_abandoned(final.parent)
     tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    with _building(tmp):
+    with building(tmp):
         try:
             started = time.perf_counter()
             summary = dict(build(tmp))
@@ -112,38 +109,6 @@ def run_stage(
             return StageOutput(stage, key, final, _read_meta(final))
         finally:
             remove_tree(tmp)
-
-
-@contextmanager
-def _building(directory: Path) -> Iterator[None]:
-    """Hold a lock on `directory` while this process builds it; the system drops the lock
-    when the process ends, however it ends."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _remove_abandoned(parent: Path) -> None:
-    """Delete the temporary directories in `parent` that no live process is building (left by
-    a run killed with SIGKILL or a power cut). One younger than ABANDONED_AFTER_S may still be
-    about to be locked by its builder."""
-    for tmp in parent.glob(".tmp-*"):
-        try:
-            if time.time() - tmp.stat().st_mtime < ABANDONED_AFTER_S:
-                continue
-            fd = os.open(tmp, os.O_RDONLY)
-        except OSError:  # gone meanwhile
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # being built
-            continue
-        finally:
-            os.close(fd)
-        remove_tree(tmp)
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from prefect.cache_policies import NONE
 
 from quijote.params import Params
 from storage import warehouse
-from storage.files import remove_tree, write_json
+from storage.files import building, remove_abandoned, remove_tree, write_json
 from storage.paths import run_classifier_dir, runs_dir
 from storage.stages import StageOutput, shards, total
 from storage.vectors import write_word2vec
@@ -60,11 +60,14 @@ def publish_task(
     the run (current if it passed the gate)."""
     run_dir = runs_dir() / run_id
     work = runs_dir() / f".tmp-{run_id}"
-    try:
-        manifest = _write_run_dir(work, run_id, started_at, corpus, params, stages, verdict)
-        os.rename(work, run_dir)
-    finally:
-        remove_tree(work)
+    remove_abandoned(runs_dir())
+    work.mkdir(parents=True)
+    with building(work):
+        try:
+            manifest = _write_run_dir(work, run_id, started_at, corpus, params, stages, verdict)
+            os.rename(work, run_dir)
+        finally:
+            remove_tree(work)
     vectors_path = stages["train"].file("vectors.parquet")
     metrics = manifest["metrics"]
     warehouse.register_run(
@@ -101,7 +104,7 @@ def _write_run_dir(
 ) -> dict[str, Any]:
     """Links to the stage outputs, vectors.txt and manifest.json in `directory`; the manifest."""
     links = directory / "stages"
-    links.mkdir(parents=True)
+    links.mkdir()
     for name, output in stages.items():
         parts = shards(output)
         if len(parts) == 1 and not isinstance(output, list):

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import storage.files
 import storage.stages
 from flows.train_stages import train_stages
 from quijote.errors import QuijoteError
@@ -296,7 +297,7 @@ def test_a_disk_that_fills_during_a_stage_leaves_the_current_run_queryable(tmp_p
 def test_a_killed_builders_temporary_directory_is_removed_a_live_ones_kept(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(storage.stages, "ABANDONED_AFTER_S", 0.0)
+    monkeypatch.setattr(storage.files, "ABANDONED_AFTER_S", 0.0)
     parent = home / "stages" / "toy"
     abandoned, live = parent / ".tmp-aaaa-1", parent / ".tmp-bbbb-2"
     for directory in (abandoned, live):
@@ -307,7 +308,7 @@ def test_a_killed_builders_temporary_directory_is_removed_a_live_ones_kept(
         (directory / "out.txt").write_text("done")
         return {}
 
-    with storage.stages._building(live):  # what a run building `live` at this moment holds
+    with storage.files.building(live):  # what a run building `live` at this moment holds
         output = storage.stages.run_stage("toy", 1, {}, [], build)
     assert (output.path / "out.txt").read_text() == "done"
     assert not abandoned.exists() and (live / "part.parquet").exists()
