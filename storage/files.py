@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,21 +56,27 @@ def atomic_path(final: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def building(directory: Path) -> Iterator[None]:
-    """Hold a lock on `directory` while this process builds it; the system drops the lock
-    when the process ends, however it ends."""
+def temporary_directory(parent: Path, name: str) -> Iterator[Path]:
+    """A new empty directory `parent/.tmp-<name>-<random>` to build something in, then rename
+    into place within the block; whatever is left of it afterwards is removed. It is locked
+    while the block runs, so that temporary directories left in `parent` by killed processes
+    (SIGKILL, a power cut) can be told apart and are removed first."""
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(parent)
+    directory = parent / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    directory.mkdir()
     fd = os.open(directory, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the system drops it when the process ends, however
+        yield directory
     finally:
         os.close(fd)
+        remove_tree(directory)
 
 
-def remove_abandoned(parent: Path) -> None:
-    """Delete the temporary directories in `parent` that no live process is building (left by
-    a run killed with SIGKILL or a power cut). One younger than ABANDONED_AFTER_S may still be
-    about to be locked by its builder."""
+def _remove_abandoned(parent: Path) -> None:
+    """Delete the temporary directories in `parent` that no live process holds. One younger
+    than ABANDONED_AFTER_S may still be about to be locked by its builder."""
     for tmp in parent.glob(".tmp-*"):
         try:
             if time.time() - tmp.stat().st_mtime < ABANDONED_AFTER_S:

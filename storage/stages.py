@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storage.files import building, remove_abandoned, remove_tree, write_json
+from storage.files import remove_tree, temporary_directory, write_json
 from storage.paths import stages_dir
 
 META_FILE = "stage.json"
@@ -82,33 +82,26 @@ def run_stage(
             "%s/%s is damaged (a file changed since it was built): rebuilding it", stage, key
         )
         _set_aside(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned(final.parent)
-    tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    with building(tmp):
+    with temporary_directory(final.parent, key) as tmp:
+        started = time.perf_counter()
+        summary = dict(build(tmp))
+        meta = {
+            "stage": stage,
+            "key": key,
+            "version": version,
+            "params": dict(params),
+            "inputs": inputs,
+            "seconds": round(time.perf_counter() - started, 3),
+            **summary,
+            "file_sizes": _file_sizes(tmp),
+        }
+        write_json(tmp / META_FILE, meta)
         try:
-            started = time.perf_counter()
-            summary = dict(build(tmp))
-            meta = {
-                "stage": stage,
-                "key": key,
-                "version": version,
-                "params": dict(params),
-                "inputs": inputs,
-                "seconds": round(time.perf_counter() - started, 3),
-                **summary,
-                "file_sizes": _file_sizes(tmp),
-            }
-            write_json(tmp / META_FILE, meta)
-            try:
-                os.rename(tmp, final)
-            except OSError:  # a concurrent run finished the same stage first: use its output
-                if not (final / META_FILE).exists():
-                    raise
-            return StageOutput(stage, key, final, _read_meta(final))
-        finally:
-            remove_tree(tmp)
+            os.rename(tmp, final)
+        except OSError:  # a concurrent run finished the same stage first: use its output
+            if not (final / META_FILE).exists():
+                raise
+        return StageOutput(stage, key, final, _read_meta(final))
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

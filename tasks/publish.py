@@ -18,7 +18,7 @@ from prefect.cache_policies import NONE
 
 from quijote.params import Params
 from storage import warehouse
-from storage.files import building, remove_abandoned, remove_tree, write_json
+from storage.files import temporary_directory, write_json
 from storage.paths import run_classifier_dir, runs_dir
 from storage.stages import StageOutput, shards, total
 from storage.vectors import write_word2vec
@@ -59,62 +59,7 @@ def publish_task(
     """Write the run directory (under a temporary name, renamed when complete) and register
     the run (current if it passed the gate)."""
     run_dir = runs_dir() / run_id
-    work = runs_dir() / f".tmp-{run_id}"
-    remove_abandoned(runs_dir())
-    work.mkdir(parents=True)
-    with building(work):
-        try:
-            manifest = _write_run_dir(work, run_id, started_at, corpus, params, stages, verdict)
-            os.rename(work, run_dir)
-        finally:
-            remove_tree(work)
     vectors_path = stages["train"].file("vectors.parquet")
-    metrics = manifest["metrics"]
-    warehouse.register_run(
-        warehouse.RunRecord(
-            run_id=run_id,
-            started_at=started_at,
-            finished_at=manifest["finished_at"],
-            corpus=corpus,
-            params=params.to_dict(),
-            metrics=metrics,
-            vocab_path=stages["vocab"].file("vocab.parquet"),
-            vectors_path=vectors_path,
-            dim=params.dim,
-            classifier=metrics.get("classifier", []),
-        ),
-        manifest["status"],
-    )
-    return {
-        **manifest,
-        "run_dir": str(run_dir),
-        "vectors_path": str(vectors_path),
-        "classifier": _classifier(stages.get("classify"), run_id),
-    }
-
-
-def _write_run_dir(
-    directory: Path,
-    run_id: str,
-    started_at: datetime,
-    corpus: list[str],
-    params: Params,
-    stages: dict[str, StageOutput | list[StageOutput]],
-    verdict: Verdict,
-) -> dict[str, Any]:
-    """Links to the stage outputs, vectors.txt and manifest.json in `directory`; the manifest."""
-    links = directory / "stages"
-    links.mkdir()
-    for name, output in stages.items():
-        parts = shards(output)
-        if len(parts) == 1 and not isinstance(output, list):
-            (links / name).symlink_to(output.path, target_is_directory=True)
-            continue
-        (links / name).mkdir()
-        for shard, part in enumerate(parts):
-            (links / name / f"{shard:05d}").symlink_to(part.path, target_is_directory=True)
-    vectors_path = stages["train"].file("vectors.parquet")
-    write_word2vec(vectors_path, directory / "vectors.txt")
     trained = stages["train"].meta
     heldout = trained["heldout_loss_per_epoch"]
     metrics = {
@@ -150,8 +95,45 @@ def _write_run_dir(
         "python": platform.python_version(),
         "machine": platform.platform(),
     }
-    write_json(directory / "manifest.json", manifest)
-    return manifest
+    with temporary_directory(runs_dir(), run_id) as work:
+        _link_stages(work / "stages", stages)
+        write_word2vec(vectors_path, work / "vectors.txt")
+        write_json(work / "manifest.json", manifest)
+        os.rename(work, run_dir)
+    warehouse.register_run(
+        warehouse.RunRecord(
+            run_id=run_id,
+            started_at=started_at,
+            finished_at=finished_at,
+            corpus=corpus,
+            params=params.to_dict(),
+            metrics=metrics,
+            vocab_path=stages["vocab"].file("vocab.parquet"),
+            vectors_path=vectors_path,
+            dim=params.dim,
+            classifier=classifier["rows"] if classifier else [],
+        ),
+        status,
+    )
+    return {
+        **manifest,
+        "run_dir": str(run_dir),
+        "vectors_path": str(vectors_path),
+        "classifier": classifier,
+    }
+
+
+def _link_stages(links: Path, stages: dict[str, StageOutput | list[StageOutput]]) -> None:
+    """`links/<stage>` -> the stage's output directory (`links/<stage>/<shard>` per shard)."""
+    links.mkdir()
+    for name, output in stages.items():
+        parts = shards(output)
+        if len(parts) == 1 and not isinstance(output, list):
+            (links / name).symlink_to(output.path, target_is_directory=True)
+            continue
+        (links / name).mkdir()
+        for shard, part in enumerate(parts):
+            (links / name / f"{shard:05d}").symlink_to(part.path, target_is_directory=True)
 
 
 def _classifier(output: StageOutput | list[StageOutput] | None, run_id: str) -> dict | None:

@@ -299,16 +299,17 @@ def test_a_killed_builders_temporary_directory_is_removed_a_live_ones_kept(
 ):
     monkeypatch.setattr(storage.files, "ABANDONED_AFTER_S", 0.0)
     parent = home / "stages" / "toy"
-    abandoned, live = parent / ".tmp-aaaa-1", parent / ".tmp-bbbb-2"
-    for directory in (abandoned, live):
-        directory.mkdir(parents=True)
-        (directory / "part.parquet").write_bytes(b"PAR1")
 
     def build(directory: Path) -> dict:
         (directory / "out.txt").write_text("done")
         return {}
 
-    with storage.files.building(live):  # what a run building `live` at this moment holds
+    # `live`: what a run building a stage here at this moment holds; `abandoned`: unlocked
+    with storage.files.temporary_directory(parent, "bbbb") as live:
+        abandoned = parent / ".tmp-aaaa-1"
+        for directory in (abandoned, live):
+            directory.mkdir(exist_ok=True)
+            (directory / "part.parquet").write_bytes(b"PAR1")
         output = storage.stages.run_stage("toy", 1, {}, [], build)
-    assert (output.path / "out.txt").read_text() == "done"
-    assert not abandoned.exists() and (live / "part.parquet").exists()
+        assert (output.path / "out.txt").read_text() == "done"
+        assert not abandoned.exists() and (live / "part.parquet").exists()
