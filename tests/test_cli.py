@@ -15,10 +15,18 @@ from tests.data import VECTORS, WORDS, make_run, quijote_slice
 QUIJOTE_BIN = Path(sys.executable).parent / "quijote"
 
 
+def cli_env(home: Path) -> dict[str, str]:
+    """The environment of a `quijote` process on the data directory `home`."""
+    return {**os.environ, "QUIJOTE_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
 def quijote(home: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QUIJOTE_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     return subprocess.run(
-        [str(QUIJOTE_BIN), *args], capture_output=True, text=True, env=env, timeout=timeout
+        [str(QUIJOTE_BIN), *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(home),
+        timeout=timeout,
     )
 
 

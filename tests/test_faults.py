@@ -4,7 +4,6 @@ already made is damaged."""
 from __future__ import annotations
 
 import errno
-import os
 import re
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from storage.tables import find_labelled
 from tasks.gate import gate_task
 from tasks.tokenize import BATCH_TOKENS, MAX_SENTENCE_WORDS, WORD
 from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run, quijote_slice
-from tests.test_cli import QUIJOTE_BIN, assert_one_line_error, no_leftovers, quijote
+from tests.test_cli import QUIJOTE_BIN, assert_one_line_error, cli_env, no_leftovers, quijote
 
 REPO = Path(__file__).parents[1]
 TINY = {"dim": 8, "epochs": 2, "min_count": 2, "threads": 1}
@@ -203,11 +202,7 @@ def test_two_runs_at_once_both_finish_and_readers_never_see_a_mix(home: Path, tm
     warehouse.register_run(make_run(home / "stages", "run-1", OTHER_WORDS, OTHER_VECTORS))
     corpus = tmp_path / "slice.txt"
     corpus.write_text(quijote_slice(20_000), encoding="utf-8")
-    env = {
-        **os.environ,
-        "QUIJOTE_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
+    env = cli_env(home)
     args = [str(QUIJOTE_BIN), "run", "-c", str(corpus), "--labelled", "none"]
     settings = ["--set", "epochs=1", "--set", "min_count=3", "--set"]
     runs = [
@@ -272,11 +267,9 @@ def test_a_disk_that_fills_during_a_stage_leaves_the_current_run_queryable(tmp_p
     corpus = tmp_path / "slice.txt"
     corpus.write_text(quijote_slice(20_000), encoding="utf-8")
     env = {
-        **os.environ,
+        **cli_env(disk / "home"),
         "DISK": str(disk), "OUT": str(out), "CORPUS": str(corpus), "FREE_KB": "100",
-        "PYTHON": sys.executable, "QUIJOTE": str(QUIJOTE_BIN),
-        "QUIJOTE_HOME": str(disk / "home"), "PREFECT_HOME": str(prefect),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PYTHON": sys.executable, "QUIJOTE": str(QUIJOTE_BIN), "PREFECT_HOME": str(prefect),
     }  # fmt: skip
     command = ["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", DISK_FULL]
     try:

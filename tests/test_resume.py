@@ -18,6 +18,7 @@ import pytest
 from storage.files import write_parquet
 from storage.stages import run_stage
 from tests.data import quijote_slice
+from tests.test_cli import cli_env
 
 QUIJOTE_BIN = Path(sys.executable).parent / "quijote"
 SETTINGS = ["--dim", "16", "--epochs", "12", "--min-count", "3", "--device", "cpu"]
@@ -27,10 +28,6 @@ def train(home: Path, corpus: Path, out: Path) -> list[str]:
     """The `quijote train` command line, on one thread (Hogwild on two is not reproducible)."""
     args = ["train", "--corpus", str(corpus), "--out", str(out), *SETTINGS, "--threads", "1"]
     return [str(QUIJOTE_BIN), *args]
-
-
-def env(home: Path) -> dict[str, str]:
-    return {**os.environ, "QUIJOTE_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
 def summary(result: subprocess.CompletedProcess) -> dict:
@@ -50,11 +47,11 @@ def test_kill_9_in_training_then_the_same_command_resumes_to_the_same_vectors(
 ) -> None:
     whole = tmp_path / "whole.txt"
     command = train(tmp_path / "a", corpus, whole)
-    summary(subprocess.run(command, capture_output=True, text=True, env=env(tmp_path / "a")))
+    summary(subprocess.run(command, capture_output=True, text=True, env=cli_env(tmp_path / "a")))
 
     home, out = tmp_path / "b", tmp_path / "resumed.txt"
     command = train(home, corpus, out)
-    process = subprocess.Popen(command, env=env(home), stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, env=cli_env(home), stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(home.glob("stages/train/.checkpoint-*/checkpoint.npz")):
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint written"
@@ -64,7 +61,7 @@ def test_kill_9_in_training_then_the_same_command_resumes_to_the_same_vectors(
     process.wait()
     assert not out.exists() and not list(home.glob("stages/train/*/stage.json"))
 
-    again = summary(subprocess.run(command, capture_output=True, text=True, env=env(home)))
+    again = summary(subprocess.run(command, capture_output=True, text=True, env=cli_env(home)))
     assert set(again["reused"]) == {
         "download", "tokenize", "vocab", "subsample", "pairs", "negatives"
     }  # fmt: skip
@@ -86,7 +83,7 @@ def test_a_stage_killed_while_writing_leaves_nothing_visible_and_is_rebuilt(home
         "run_stage('demo', 1, {}, [], lambda out: {'rows': write_parquet("
         "out / 'x.parquet', schema, batches())})\n"
     )
-    killed = subprocess.run([sys.executable, "-c", code], env=env(home))
+    killed = subprocess.run([sys.executable, "-c", code], env=cli_env(home))
     assert killed.returncode == -signal.SIGKILL
     assert [p.name for p in home.glob("stages/demo/*/x.parquet")] == []
     visible = [p for p in home.rglob("*.parquet") if not any(".tmp" in q for q in p.parts)]
