@@ -1,5 +1,5 @@
-"""The `quijote-embeddings` flow: corpus -> skip-gram vectors -> quality gate -> text
-classifier (when a labelled table is configured) -> DuckDB warehouse -> report. The data-prep
+"""The `quijote-embeddings` flow: corpus -> skip-gram vectors -> benchmarks -> quality gate ->
+text classifier (when a labelled table is configured) -> DuckDB warehouse -> report. The data-prep
 stages (tokenize, subsample, pairs) run once per corpus document (shard), mapped: on threads by
 default, on a Dask cluster with `on_dask`."""
 
@@ -12,7 +12,9 @@ from prefect import Flow, flow, get_run_logger
 
 from flows.train_stages import DEFAULT_CORPUS, train_stages
 from quijote.params import Params
+from storage.benchmarks import find_benchmarks
 from storage.tables import DEFAULT_LABELLED, find_labelled
+from tasks.evaluate import evaluate_task
 from tasks.gate import gate_task
 from tasks.publish import new_run_id, publish_task
 from tasks.report import report_task
@@ -26,27 +28,41 @@ def quijote_embeddings(
     text_column: str = "Text",
     label_column: str = "Topic",
     classifier: dict[str, Any] | None = None,
+    benchmarks: tuple[str, ...] | None = None,
+    promote: bool = False,
 ) -> dict[str, Any]:
-    """Train skip-gram vectors on `corpus` (names, URLs, files or directories), judge them
-    against the warehouse's current run, train the text classifier on `labelled` (a CSV or
-    Parquet file, or a path inside the corpus mirror; None for no classifier), publish them
-    (as the current run if the vectors pass) and report. `params` overrides the defaults in
-    quijote.params, `classifier` those of tasks.classify.ClassifyParams."""
+    """Train skip-gram vectors on `corpus` (names, URLs, files or directories), score them on
+    `benchmarks` (similarity and analogy files; None: the eval/ folder beside the corpus
+    mirror, () for none), judge them against the warehouse's current run, train the text
+    classifier on `labelled` (a CSV or Parquet file, or a path inside the corpus mirror; None
+    for no classifier), publish them (as the current run if the vectors pass, or whatever the
+    gate says with `promote`) and report. `params` overrides the defaults in quijote.params,
+    `classifier` those of tasks.classify.ClassifyParams."""
     from tasks.classify import ClassifyParams, classify_task  # torch: not for `quijote train`
 
+    log = get_run_logger()
     settings = Params.from_mapping(params or {})
     classify_settings = ClassifyParams.from_mapping(classifier or {})
     table = find_labelled(labelled, text_column, label_column) if labelled else None
     if labelled and table is None:
-        get_run_logger().warning("no %s in the corpus mirror: no classifier this run", labelled)
+        log.warning("no %s in the corpus mirror: no classifier this run", labelled)
+    sets = find_benchmarks(benchmarks)
+    if not sets:
+        log.warning("no benchmark files (no eval/ beside the corpus mirror): no evaluate stage")
     started_at = datetime.now(UTC)
     stages = train_stages(list(corpus), settings)
-    verdict = gate_task(stages["train"])
+    if sets:
+        stages["evaluate"] = evaluate_task.task(
+            stages["train"], sets, settings, return_state=True
+        ).result()
+    verdict = gate_task(stages["train"], sets, settings.restrict_vocab)
     if table:
         stages["classify"] = classify_task.task(
             stages["train"], table, classify_settings, return_state=True
         ).result()
-    summary = publish_task(new_run_id(), started_at, list(corpus), settings, stages, verdict)
+    summary = publish_task(
+        new_run_id(), started_at, list(corpus), settings, stages, verdict, promote
+    )
     return report_task(summary)
 
 

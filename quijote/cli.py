@@ -132,10 +132,22 @@ def run(
         list[str] | None,
         typer.Option("--classify-set", help="A classifier parameter, key=value."),
     ] = None,
+    eval_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--eval",
+            help="A similarity or analogy benchmark file, or none "
+            "(default: the eval/ folder beside the corpus mirror).",
+        ),
+    ] = None,
+    promote: Annotated[
+        bool, typer.Option("--promote", help="Make this run current whatever the gate says.")
+    ] = False,
 ) -> None:
-    """Run the whole flow locally: download, tokenize, ..., train, gate, classify, publish,
-    report."""
+    """Run the whole flow locally: download, tokenize, ..., train, evaluate, gate, classify,
+    publish, report."""
     from quijote.params import Params
+    from storage.benchmarks import find_benchmarks
     from storage.tables import DEFAULT_LABELLED, find_labelled
     from tasks.classify import ClassifyParams
     from tasks.download import corpus_kind
@@ -149,6 +161,8 @@ def run(
         corpus_kind(spec)  # a missing file or a typo: fail before starting Prefect
     if table:
         find_labelled(table, text_column, label_column)  # a missing file: fail before any work
+    benchmarks = None if not eval_ else () if [e.lower() for e in eval_] == ["none"] else eval_
+    find_benchmarks(benchmarks)  # a bad benchmark file: fail before starting Prefect
     _prepare_prefect()
     from flows.quijote_embeddings import DEFAULT_CORPUS, on_dask, quijote_embeddings
 
@@ -156,13 +170,15 @@ def run(
     _start_prefect()
     pipeline = on_dask(dask, dask_address) if dask or dask_address else quijote_embeddings
     summary = pipeline(
-        tuple(corpus or DEFAULT_CORPUS), settings, table, text_column, label_column, classifier
-    )
+        tuple(corpus or DEFAULT_CORPUS), settings, table, text_column, label_column, classifier,
+        tuple(benchmarks) if benchmarks is not None else None, promote,
+    )  # fmt: skip
     _print_summary(summary)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
     from storage.paths import warehouse_path
+    from tasks.evaluate import score_table
 
     metrics = summary["metrics"]
     out.print(f"\n[bold]Run {summary['run_id']}[/bold] on {', '.join(summary['corpus'])}")
@@ -183,8 +199,15 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for word in ("quijote", "sancho", "dulcinea"):
         if word in summary["neighbours"]:
             out.print(f"  {word}: " + ", ".join(summary["neighbours"][word]))
+    header, lines = score_table(metrics["evaluation"], sections=False)
+    for line in lines:
+        scores = " · ".join(f"{m} {v}" for m, v in zip(header[2:], line[2:], strict=True) if v)
+        out.print(f"benchmark {line[0]}: {scores} ({line[1]} found)")
     gate = metrics["gate"]
-    verdict = "passed: this run is now current" if gate["passed"] else "REJECTED: run kept"
+    if metrics["promoted"]:
+        verdict = f"{'passed' if gate['passed'] else 'FAILED'}; this run was made current by hand"
+    else:
+        verdict = "passed: this run is now current" if gate["passed"] else "REJECTED: run kept"
     out.print(f"quality gate {verdict} ({'; '.join(gate['reasons'])})")
     if summary["classifier"]:
         classifier = summary["classifier"]
@@ -331,3 +354,81 @@ def export(
     else:
         _copy(vectors, target)
     out.print(f"wrote {target} ({format_}, run {run_row['run_id']})")
+
+
+@app.command()
+def evaluate(
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="A run id (default: the current run).")
+    ] = None,
+    vectors: Annotated[
+        Path | None,
+        typer.Option(help="A vectors file instead: word2vec text or Parquet (word, vector)."),
+    ] = None,
+    similarity: Annotated[
+        list[Path] | None,
+        typer.Option(help="A word-similarity file: word1 word2 score per line (repeatable)."),
+    ] = None,
+    analogies: Annotated[
+        list[Path] | None,
+        typer.Option(help="An analogy file in word2vec's questions-words format (repeatable)."),
+    ] = None,
+    restrict_vocab: Annotated[
+        int | None,
+        typer.Option(min=0, help="Search only this many most frequent words (0 = all)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line instead of a table.")] = (
+        False
+    ),
+) -> None:
+    """Score vectors on similarity (Spearman ρ) and analogy (3CosAdd, 3CosMul) benchmarks;
+    without --similarity or --analogies, on the eval/ folder beside the corpus mirror."""
+    from quijote.params import Params
+    from storage import warehouse
+    from storage.benchmarks import find_benchmarks, read_benchmarks
+    from storage.vectors import read_vectors_file
+    from tasks import evaluate as evaluation
+
+    if run_id and vectors:
+        raise QuijoteError("--run and --vectors exclude each other")
+    limit = Params.from_mapping(
+        {} if restrict_vocab is None else {"restrict_vocab": restrict_vocab}
+    ).restrict_vocab
+    if similarity or analogies:
+        benchmarks = read_benchmarks(similarity or [], analogies or [])
+    else:
+        benchmarks = find_benchmarks(None)
+        if not benchmarks:
+            raise QuijoteError("no benchmark: give --similarity FILE or --analogies FILE")
+    if vectors is None:
+        row = warehouse.find_run(run_id)
+        if row is None:
+            raise QuijoteError(
+                f"no run {run_id!r} in the warehouse" if run_id
+                else "no current run in the warehouse: run `quijote run` or give --vectors FILE"
+            )  # fmt: skip
+        run_id, vectors = row["run_id"], Path(row["vectors_path"])
+    started = time.perf_counter()
+    words, matrix = read_vectors_file(vectors)
+    rows = evaluation.score_rows(evaluation.evaluate(words, matrix, benchmarks, limit))
+    seconds = round(time.perf_counter() - started, 3)
+    if as_json:
+        print(json.dumps({"run_id": run_id, "vectors": str(vectors), "seconds": seconds,
+                          "scores": rows}, ensure_ascii=False))  # fmt: skip
+        return
+    header, lines = evaluation.score_table(rows)
+    table = Table(*header)
+    for line in lines:
+        table.add_row(*line)
+    out.print(table)
+    out.print(f"{run_id or vectors}: {len(words):,} words, scored in {seconds:.2f} s")
+
+
+@app.command()
+def promote(run_id: str) -> None:
+    """Make a finished run (kept or rejected) the current one, whatever the gate said; the
+    runs table records when (promoted_at)."""
+    from storage import warehouse
+
+    warehouse.promote(run_id)
+    out.print(f"run {run_id} is now current (promoted by hand)")

@@ -82,6 +82,7 @@ class Params(Settings):
     device: str = "auto"  # auto (CUDA when present), cpu or cuda
     threads: int = 0  # CPU threads for training (0 = all cores)
     checkpoint_seconds: float = 120.0  # training checkpoints: every epoch and this often
+    restrict_vocab: int = 0  # benchmarks search only this many most frequent words (0 = all)
 
     RULES: ClassVar[dict[str, str]] = {
         "dim": "must be an integer >= 1",
@@ -99,6 +100,7 @@ class Params(Settings):
         "device": "must be auto, cpu or cuda",
         "threads": "must be an integer >= 0 (0 = all cores)",
         "checkpoint_seconds": "must be a number >= 0 (0 = after every block of pairs)",
+        "restrict_vocab": "must be an integer >= 0 (0 = every word)",
     }
 
     def checks(self) -> dict[str, bool]:
@@ -118,4 +120,5 @@ class Params(Settings):
             "device": self.device in ("auto", "cpu", "cuda"),
             "threads": self.threads >= 0,
             "checkpoint_seconds": self.checkpoint_seconds >= 0,
+            "restrict_vocab": self.restrict_vocab >= 0,
         }

@@ -25,6 +25,13 @@ def mirror_dir() -> Path | None:
     return shared if shared.is_dir() else None
 
 
+def eval_dir() -> Path | None:
+    """The benchmark files beside the corpus mirror (`../shared/eval`), when they exist."""
+    mirror = mirror_dir()
+    folder = mirror.parent / "eval" if mirror else None
+    return folder if folder and folder.is_dir() else None
+
+
 def raw_dir() -> Path:
     """Downloaded corpus files, named by their content hash."""
     path = data_home() / "raw"

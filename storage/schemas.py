@@ -12,6 +12,15 @@ VOCAB = pa.schema([("id", pa.int32()), ("word", pa.string()), ("count", pa.int64
 SUBSAMPLED = pa.schema([("sentence_id", pa.int64()), ("ids", pa.list_(pa.int32()))])
 PAIRS = pa.schema([("center", pa.int32()), ("context", pa.int32())])
 NOISE = pa.schema([("id", pa.int32()), ("probability", pa.float64())])
+EVALUATION = pa.schema(
+    [
+        ("benchmark", pa.string()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("found", pa.int32()),
+        ("total", pa.int32()),
+    ]
+)
 
 
 def vectors(dim: int) -> pa.Schema:

@@ -5,6 +5,8 @@ Parquet and table macros, all usable in plain SQL from any read-only connection 
     SELECT * FROM analogy('rey', 'hombre', 'mujer', 5);
     SELECT word, count FROM vocab ORDER BY count DESC LIMIT 20;
     SELECT * FROM run_neighbors('<run id>', 'dulcinea', 10);  -- any run, rejected ones too
+    SELECT r.run_id, e.value FROM runs r JOIN evaluations e USING (run_id)
+    WHERE e.benchmark = 'es_ws353';                            -- benchmark scores per run
 
 A run registers itself in one short read-write transaction; everything else here reads through
 `connect_read_only`, which also keeps DuckDB from touching files outside the data directory.
@@ -49,15 +51,19 @@ CREATE TABLE IF NOT EXISTS runs (
     is_current BOOLEAN GENERATED ALWAYS AS (status = 'current') VIRTUAL
 )"""
 
+# When an operator made the run current by hand (NULL: the gate decided); a column added
+# after the table's first release, so older warehouses get it too.
+_PROMOTED_COLUMN = "ALTER TABLE runs ADD COLUMN IF NOT EXISTS promoted_at TIMESTAMPTZ"
+
 _UPSERT_RUN = """
 INSERT INTO runs (run_id, started_at, finished_at, corpus, params, metrics,
-                  vocab_path, vectors_path, dim, status)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  vocab_path, vectors_path, dim, status, promoted_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id) DO UPDATE SET
     started_at = excluded.started_at, finished_at = excluded.finished_at,
     corpus = excluded.corpus, params = excluded.params, metrics = excluded.metrics,
     vocab_path = excluded.vocab_path, vectors_path = excluded.vectors_path,
-    dim = excluded.dim, status = excluded.status"""
+    dim = excluded.dim, status = excluded.status, promoted_at = excluded.promoted_at"""
 
 _NEIGHBORS_MACRO = """
 CREATE OR REPLACE MACRO neighbors(w, k) AS TABLE
@@ -80,6 +86,19 @@ CREATE TABLE IF NOT EXISTS classifier_metrics (
     n_validation INTEGER NOT NULL,
     PRIMARY KEY (run_id, mode)
 )"""
+
+_EVALUATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS evaluations (
+    run_id VARCHAR NOT NULL,
+    benchmark VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    value DOUBLE,
+    found INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    PRIMARY KEY (run_id, benchmark, metric)
+)"""
+
+EVALUATION_COLUMNS = ("benchmark", "metric", "value", "found", "total")
 
 CLASSIFIER_COLUMNS = (
     "mode", "accuracy", "accuracy_std", "macro_f1", "macro_f1_std", "seeds", "n_train",
@@ -138,14 +157,16 @@ class RunRecord:
     vectors_path: Path  # Parquet: word string, vector fixed_size_list<float32>[dim]
     dim: int
     classifier: list[dict[str, Any]] = field(default_factory=list)  # a row per mode
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # a row per benchmark metric
+    promoted: bool = False  # made current by an operator, whatever the gate said
 
 
 def register_run(run: RunRecord, status: str = "current", db: Path | None = None) -> None:
     """Record `run` in the `runs` table with `status` ('current' points the views and macros at
-    its Parquet; 'kept' and 'rejected' leave them) and its classifier metrics, all in one
-    transaction: a reader sees the run before or after, never half of it. Every run stays
-    queryable by id through `run_vectors` and `run_neighbors`. Registering a run_id again
-    replaces its rows (a run that was current stays current)."""
+    its Parquet; 'kept' and 'rejected' leave them), its classifier metrics and its benchmark
+    scores, all in one transaction: a reader sees the run before or after, never half of it.
+    Every run stays queryable by id through `run_vectors` and `run_neighbors`. Registering a
+    run_id again replaces its rows (a run that was current stays current)."""
     if status not in STATUSES:
         raise QuijoteError(f"unknown run status {status!r}: use one of {', '.join(STATUSES)}")
     db = _database(db)
@@ -155,8 +176,7 @@ def register_run(run: RunRecord, status: str = "current", db: Path | None = None
         raise QuijoteError(f"run {run.run_id}: dim must be positive, got {run.dim}")
     with _writing(db) as conn:
         try:
-            conn.execute(_RUNS_TABLE)  # the schema first: even a failed registration leaves it
-            conn.execute(_CLASSIFIER_TABLE)
+            _create_tables(conn)  # the schema first: even a failed registration leaves it
             conn.begin()
             was_current = conn.execute(
                 "SELECT count(*) > 0 FROM runs WHERE run_id = ? AND is_current", [run.run_id]
@@ -177,27 +197,80 @@ def register_run(run: RunRecord, status: str = "current", db: Path | None = None
                     str(vectors),
                     run.dim,
                     "current" if current else status,
+                    run.finished_at if run.promoted else None,
                 ],
             )
             conn.execute(_run_vectors_ddl(conn))
             conn.execute(_RUN_NEIGHBORS_MACRO)
             if current:
-                for ddl in _current_run_ddl(vocab, vectors, run.dim):
-                    conn.execute(ddl)
-                # Casting to FLOAT[dim] is checked only when a vector is read: read one.
-                conn.execute("SELECT vector FROM vectors LIMIT 1").fetchall()
-            conn.execute("DELETE FROM classifier_metrics WHERE run_id = ?", [run.run_id])
-            if run.classifier:
-                conn.executemany(
-                    f"INSERT INTO classifier_metrics VALUES (?{', ?' * len(CLASSIFIER_COLUMNS)})",
-                    [[run.run_id, *(row[c] for c in CLASSIFIER_COLUMNS)] for row in run.classifier],
-                )
+                _point_views_at(conn, vocab, vectors, run.dim)
+            _replace_rows(
+                conn, "classifier_metrics", run.run_id, CLASSIFIER_COLUMNS, run.classifier
+            )
+            _replace_rows(conn, "evaluations", run.run_id, EVALUATION_COLUMNS, run.evaluations)
             conn.commit()
         except duckdb.Error as error:  # closing without COMMIT rolls everything back
             raise QuijoteError(f"cannot register run {run.run_id}: {first_line(error)}") from error
-        except KeyError as error:
-            message = f"cannot register run {run.run_id}: a classifier row has no {error}"
-            raise QuijoteError(message) from error
+
+
+def promote(run_id: str, db: Path | None = None) -> None:
+    """Make a registered run (kept or rejected) the current one by hand, in one transaction;
+    `runs.promoted_at` records when."""
+    db = _database(db)
+    if not db.exists():
+        raise QuijoteError(f"no warehouse yet at {db}: run `quijote run` first")
+    with _writing(db) as conn:
+        try:
+            _create_tables(conn)
+            conn.begin()
+            row = conn.execute(
+                "SELECT vocab_path, vectors_path, dim FROM runs WHERE run_id = ?", [run_id]
+            ).fetchone()
+            if row is None:
+                raise QuijoteError(f"no run {run_id!r} in the warehouse (see: SELECT * FROM runs)")
+            vocab, vectors = (_data_file(Path(path), db.parent) for path in row[:2])
+            conn.execute("UPDATE runs SET status = 'kept' WHERE is_current")
+            conn.execute(
+                "UPDATE runs SET status = 'current', promoted_at = now() WHERE run_id = ?",
+                [run_id],
+            )
+            _point_views_at(conn, vocab, vectors, row[2])
+            conn.commit()
+        except duckdb.Error as error:
+            raise QuijoteError(f"cannot promote run {run_id}: {first_line(error)}") from error
+
+
+def _create_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    for ddl in (_RUNS_TABLE, _PROMOTED_COLUMN, _CLASSIFIER_TABLE, _EVALUATIONS_TABLE):
+        conn.execute(ddl)
+
+
+def _point_views_at(conn: duckdb.DuckDBPyConnection, vocab: Path, vectors: Path, dim: int) -> None:
+    """The current run's views and macros on these files, checked by reading one vector
+    (a cast to FLOAT[dim] is checked only when a vector is read)."""
+    for ddl in _current_run_ddl(vocab, vectors, dim):
+        conn.execute(ddl)
+    conn.execute("SELECT vector FROM vectors LIMIT 1").fetchall()
+
+
+def _replace_rows(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    run_id: str,
+    columns: tuple[str, ...],
+    rows: list[dict[str, Any]],
+) -> None:
+    """A run's rows of a metrics table (`table` is one of this module's names)."""
+    try:
+        values = [[run_id, *(row[c] for c in columns)] for row in rows]
+    except KeyError as error:
+        raise QuijoteError(f"cannot register run {run_id}: a {table} row has no {error}") from None
+    conn.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+    if values:
+        conn.executemany(
+            f"INSERT INTO {table} (run_id, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})",
+            values,
+        )
 
 
 def connect_read_only(db: Path | None = None) -> duckdb.DuckDBPyConnection:

@@ -1,10 +1,24 @@
-"""Quality gate: a new run becomes the warehouse's current run only if it is no worse than the
-current one on a built-in probe set of word pairs that should stay close, and on the held-out
-loss (compared only when both runs were measured on the same held-out pairs)."""
+"""Quality gate: a new run becomes the warehouse's current run only if its vectors are sane and
+no worse than the current run's, judged on measures that collapsed vectors cannot win.
+
+- Sanity, whatever the current run: vectors whose most frequent words all point the same way
+  (random pairs nearly as similar as related ones) are rejected, and so are vectors whose probe
+  pairs rank no better than random words. A current run that fails these never blocks a sane
+  candidate.
+- Comparison with the current run, over the words both vocabularies share: the probe score
+  (each probe partner ranked among the other words), every benchmark (similarity ρ, analogy
+  3CosAdd accuracy), and the held-out loss when both runs were measured on the same held-out
+  pairs. A measure that covers too few items is "not comparable" and not judged. A measure
+  fails when it drops by more than its tolerance: a fixed floor, or twice the standard error of
+  the paired difference (a seeded bootstrap over the items) when that is larger, so that a
+  rerun of equal quality is not rejected for the noise of a small benchmark.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +29,10 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from storage import warehouse
+from storage.benchmarks import Benchmark, SimilaritySet
 from storage.stages import StageOutput
 from storage.vectors import read_vectors
+from tasks.evaluate import WordIndex, analogy_answers, pair_cosines, spearman, unit_rows
 
 PROBES: tuple[tuple[str, str], ...] = (
     ("dulcinea", "toboso"),
@@ -32,108 +48,240 @@ PROBES: tuple[tuple[str, str], ...] = (
     ("cura", "barbero"),
     ("ojos", "lágrimas"),
 )
-PROBE_TOLERANCE = 0.05  # the probes' mean cosine may drop by at most this much
+SPREAD_WORDS = 200  # the most frequent words, whose mean pairwise cosine tells collapse
+COLLAPSED_COSINE = 0.8  # at or above: collapsed
+CHANCE_SCORE = 0.6  # a probe score below this is no better than random words (0.5)
+MIN_ITEMS = {"probes": 6, "similarity": 20, "analogy": 100}  # fewer: not comparable
+FLOORS = {"probes": 0.02, "similarity": 0.02, "analogy": 0.01}  # smallest tolerated drops
 LOSS_TOLERANCE = 0.02  # the held-out loss may rise by at most this share
+BOOTSTRAP = 200  # resamples for the standard error of a paired difference
 
 
 @dataclass(frozen=True)
-class Evidence:
-    """What the gate knows of one run."""
+class RunVectors:
+    """What the gate knows of one run: its vectors (rows by frequency) and held-out loss."""
 
-    probes: dict[str, float]  # "a/b" -> cosine similarity, for pairs in the vocabulary
-    heldout_loss: float | None
-    heldout_set: str | None  # content hash of the held-out pairs the loss was measured on
+    words: list[str]
+    vectors: np.ndarray
+    heldout_loss: float | None = None
+    heldout_set: str | None = None  # content hash of the held-out pairs the loss is on
+
+
+@dataclass(frozen=True)
+class Check:
+    """One measure compared between the candidate and the current run."""
+
+    measure: str
+    candidate: float | None
+    current: float | None
+    items: int  # what both runs cover
+    tolerance: float | None
+    passed: bool | None  # None: not comparable
+    note: str
 
 
 @dataclass(frozen=True)
 class Verdict:
     passed: bool
     reasons: list[str]
-    candidate: Evidence
-    current: Evidence | None = None
     current_run: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def probe_similarities(
-    words: list[str], vectors: np.ndarray, probes: tuple[tuple[str, str], ...] = PROBES
-) -> dict[str, float]:
-    """Cosine similarity of each probe pair whose two words are in the vocabulary."""
-    index = {word: i for i, word in enumerate(words)}
-    result = {}
+def mean_pair_cosine(units: np.ndarray) -> float:
+    """The mean cosine over all pairs of distinct rows of unit vectors (exact, from their sum)."""
+    n = len(units)
+    total = units.sum(axis=0, dtype=np.float64)
+    return float((total @ total - np.square(units, dtype=np.float64).sum()) / (n * (n - 1)))
+
+
+def probe_scores(words: Sequence[str], units: np.ndarray, probes=PROBES) -> np.ndarray:
+    """For each probe pair (a, b) in the vocabulary: the share of the other words that are
+    less similar to a than b is, averaged with the same for b; 1 = each is the other's nearest
+    word, 0.5 = no closer than a random word."""
+    index = {word: row for row, word in enumerate(words)}
+    scores = []
     for a, b in probes:
-        if a in index and b in index:
-            u, v = vectors[index[a]], vectors[index[b]]
-            result[f"{a}/{b}"] = float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-12))
-    return result
+        if a not in index or b not in index or len(words) < 3:
+            continue
+        shares = []
+        for x, y in ((index[a], index[b]), (index[b], index[a])):
+            cosines = units @ units[x]
+            target = cosines[y]
+            cosines[[x, y]] = np.inf
+            shares.append(np.count_nonzero(cosines < target) / (len(words) - 2))
+        scores.append(np.mean(shares))
+    return np.array(scores)
 
 
-def judge(candidate: Evidence, current: Evidence | None, current_run: str | None = None) -> Verdict:
-    """Pass unless the candidate is worse than the current run beyond the tolerances."""
-    if candidate.heldout_loss is not None and not math.isfinite(candidate.heldout_loss):
-        return Verdict(False, ["the held-out loss is not finite"], candidate, current, current_run)
+def problems(run: RunVectors) -> list[str]:
+    """Why these vectors are unusable, whatever they are compared with: [] when sane."""
+    if len(run.words) < 2:
+        return [f"a vocabulary of {len(run.words)} word: nothing to compare"]
+    found = []
+    top = unit_rows(run.vectors[:SPREAD_WORDS])
+    cosine = mean_pair_cosine(top)
+    if cosine >= COLLAPSED_COSINE:
+        found.append(
+            f"collapsed: the {len(top)} most frequent words have a mean pairwise cosine of "
+            f"{cosine:.3f} (>= {COLLAPSED_COSINE}): random pairs are nearly as similar as "
+            "related ones"
+        )
+    scores = probe_scores(run.words, unit_rows(run.vectors))
+    if len(scores) >= MIN_ITEMS["probes"] and scores.mean() < CHANCE_SCORE:
+        found.append(
+            f"its probe pairs are no closer than random words: probe score "
+            f"{scores.mean():.3f} < {CHANCE_SCORE} over {len(scores)} pairs (0.5 = chance)"
+        )
+    if run.heldout_loss is not None and not math.isfinite(run.heldout_loss):
+        found.append("the held-out loss is not finite")
+    return found
+
+
+def compare(
+    measure: str,
+    kind: str,
+    statistic: Callable[[np.ndarray, np.ndarray], float | None],
+    candidate: np.ndarray,
+    current: np.ndarray,
+) -> Check:
+    """Compare `statistic` of the candidate's and the current run's values on the same items;
+    `statistic(values, rows)` is taken over the items at `rows` (bootstrap resamples)."""
+    n = len(candidate)
+    if n < MIN_ITEMS[kind]:
+        note = f"{measure}: not comparable ({n} items in both runs, fewer than {MIN_ITEMS[kind]})"
+        return Check(measure, None, None, n, None, None, note)
+    every = np.arange(n)
+    new, old = statistic(candidate, every), statistic(current, every)
+    if new is None or old is None:
+        return Check(measure, new, old, n, None, None, f"{measure}: not comparable (undefined)")
+    rng = np.random.default_rng(0)
+    gaps = []
+    for rows in rng.integers(0, n, (BOOTSTRAP, n)):
+        a, b = statistic(candidate, rows), statistic(current, rows)
+        if a is not None and b is not None:
+            gaps.append(a - b)
+    tolerance = max(FLOORS[kind], 2 * float(np.std(gaps)) if gaps else 0.0)
+    ok = new >= old - tolerance
+    note = (
+        f"{measure} ({n} items): {new:.3f} vs {old:.3f} "
+        f"{'within' if ok else 'beyond'} the tolerance {tolerance:.3f}"
+    )
+    return Check(measure, new, old, n, round(tolerance, 4), ok, note)
+
+
+def _mean(values: np.ndarray, rows: np.ndarray) -> float:
+    return float(values[rows].mean())
+
+
+def _rho(cosines: np.ndarray, rows: np.ndarray, gold: np.ndarray) -> float | None:
+    return spearman(cosines[rows], gold[rows])
+
+
+def benchmark_checks(
+    candidate: RunVectors,
+    current: RunVectors,
+    benchmarks: Sequence[Benchmark],
+    restrict_vocab: int = 0,
+) -> list[Check]:
+    """The probe score and every benchmark, both runs restricted to the words they share
+    (ordered by the candidate's frequencies), so each covers the same items."""
+    rows_of = {word: row for row, word in enumerate(current.words)}
+    kept = np.array([word in rows_of for word in candidate.words], dtype=bool)
+    shared = [word for word in candidate.words if word in rows_of]
+    new = unit_rows(candidate.vectors[kept])
+    old = unit_rows(current.vectors[[rows_of[word] for word in shared]])
+    checks = [
+        compare(
+            "probe score", "probes", _mean, probe_scores(shared, new), probe_scores(shared, old)
+        )
+    ]
+    limit = restrict_vocab or len(shared)
+    index, new, old = WordIndex(shared[:limit]), new[:limit], old[:limit]
+    for benchmark in benchmarks:
+        if isinstance(benchmark, SimilaritySet):
+            found, new_cosines = pair_cosines(index, new, benchmark)
+            _, old_cosines = pair_cosines(index, old, benchmark)
+            rho = functools.partial(_rho, gold=np.asarray(benchmark.scores)[found])
+            measure = f"{benchmark.name} spearman"
+            checks.append(compare(measure, "similarity", rho, new_cosines, old_cosines))
+        else:
+            _, new_right, _ = analogy_answers(index, new, benchmark)
+            _, old_right, _ = analogy_answers(index, old, benchmark)
+            measure = f"{benchmark.name} 3cosadd"
+            checks.append(compare(measure, "analogy", _mean, new_right, old_right))
+    return checks
+
+
+def loss_check(candidate: RunVectors, current: RunVectors) -> Check:
+    """The held-out loss, when both runs were measured on the same held-out pairs."""
+    new, old = candidate.heldout_loss, current.heldout_loss
+    if new is None or old is None or candidate.heldout_set != current.heldout_set:
+        note = "held-out loss: not comparable (held-out sets differ or are missing)"
+        return Check("held-out loss", new, old, 0, None, None, note)
+    ok = new <= old * (1 + LOSS_TOLERANCE)
+    note = (
+        f"held-out loss {new:.4f} vs {old:.4f} {'within' if ok else 'beyond'} +{LOSS_TOLERANCE:.0%}"
+    )
+    return Check("held-out loss", new, old, 0, LOSS_TOLERANCE, ok, note)
+
+
+def judge(
+    candidate: RunVectors,
+    current: RunVectors | None,
+    benchmarks: Sequence[Benchmark] = (),
+    current_run: str | None = None,
+    restrict_vocab: int = 0,
+) -> Verdict:
+    """Reject a candidate that is not sane; else pass it unless a comparable measure is worse
+    than the current run's beyond its tolerance."""
+    trouble = problems(candidate)
+    if trouble:
+        return Verdict(False, trouble, current_run)
     if current is None:
         reason = (
             "first run" if current_run is None else f"the current run {current_run} is unreadable"
         )
-        return Verdict(True, [f"{reason}: nothing to compare with"], candidate, None, current_run)
-    reasons, passed = [], True
-    common = sorted(set(candidate.probes) & set(current.probes))
-    if common:
-        new = float(np.mean([candidate.probes[p] for p in common]))
-        old = float(np.mean([current.probes[p] for p in common]))
-        ok = new >= old - PROBE_TOLERANCE
-        passed &= ok
-        reasons.append(
-            f"probe pairs ({len(common)}): mean cosine {new:.3f} vs {old:.3f} "
-            f"{'within' if ok else 'beyond'} the tolerance {PROBE_TOLERANCE}"
-        )
-    else:
-        reasons.append("no probe pair in both vocabularies: probes not compared")
-    comparable = (
-        candidate.heldout_loss is not None
-        and current.heldout_loss is not None
-        and candidate.heldout_set == current.heldout_set
-    )
-    if comparable:
-        ok = candidate.heldout_loss <= current.heldout_loss * (1 + LOSS_TOLERANCE)
-        passed &= ok
-        reasons.append(
-            f"held-out loss {candidate.heldout_loss:.4f} vs {current.heldout_loss:.4f} "
-            f"{'within' if ok else 'beyond'} +{LOSS_TOLERANCE:.0%}"
-        )
-    else:
-        reasons.append("held-out sets differ (or are missing): loss not compared")
-    return Verdict(passed, reasons, candidate, current, current_run)
+        return Verdict(True, [f"{reason}: nothing to compare with"], current_run)
+    current_trouble = problems(current)
+    if current_trouble:
+        reason = f"the current run {current_run} fails the sanity checks ({current_trouble[0]})"
+        return Verdict(True, [f"{reason}: this sane run replaces it"], current_run)
+    checks = benchmark_checks(candidate, current, benchmarks, restrict_vocab)
+    checks.append(loss_check(candidate, current))
+    judged = [check for check in checks if check.passed is not None]
+    reasons = [check.note for check in checks]
+    if not judged:
+        reasons.append("nothing comparable with the current run: passed on the sanity checks")
+    return Verdict(all(check.passed for check in judged), reasons, current_run, checks)
 
 
-def evidence_of(
-    vectors_path: Path, heldout_loss: float | None, heldout_set: str | None
-) -> Evidence:
+def read_run(vectors_path: Path, metrics: dict[str, Any]) -> RunVectors:
     words, vectors = read_vectors(vectors_path)
-    return Evidence(probe_similarities(words, vectors), heldout_loss, heldout_set)
+    return RunVectors(words, vectors, metrics.get("heldout_loss"), metrics.get("heldout_set"))
 
 
 @task(name="gate", cache_policy=NONE)
-def gate_task(trained: StageOutput) -> Verdict:
+def gate_task(
+    trained: StageOutput, benchmarks: list[Benchmark], restrict_vocab: int = 0
+) -> Verdict:
     """Judge the trained vectors against the warehouse's current run."""
     losses = trained.meta["heldout_loss_per_epoch"]
-    candidate = evidence_of(
-        trained.file("vectors.parquet"), losses[-1] if losses else None, trained.meta["heldout_set"]
+    candidate = read_run(
+        trained.file("vectors.parquet"),
+        {
+            "heldout_loss": losses[-1] if losses else None,
+            "heldout_set": trained.meta["heldout_set"],
+        },
     )
-    current_row = warehouse.current_run()
-    if current_row is None:
+    row = warehouse.current_run()
+    if row is None:
         return judge(candidate, None)
-    metrics = current_row["metrics"]
     try:
-        current = evidence_of(
-            Path(current_row["vectors_path"]),
-            metrics.get("heldout_loss"),
-            metrics.get("heldout_set"),
-        )
+        current = read_run(Path(row["vectors_path"]), row["metrics"])
     except (OSError, pa.ArrowException):  # its Parquet truncated, replaced or deleted
         current = None
-    return judge(candidate, current, current_row["run_id"])
+    return judge(candidate, current, benchmarks, row["run_id"], restrict_vocab)

@@ -1,6 +1,7 @@
 """Publish stage: a run directory (manifest, links to the stage outputs it used, word2vec
 export) and the run's registration in the DuckDB warehouse: as the current run when it passed
-the quality gate, else as a rejected run (kept, and queryable by id)."""
+the quality gate (or an operator promotes it), else as a rejected run (kept, and queryable by
+id)."""
 
 from __future__ import annotations
 
@@ -55,9 +56,10 @@ def publish_task(
     params: Params,
     stages: dict[str, StageOutput | list[StageOutput]],
     verdict: Verdict,
+    promote: bool = False,
 ) -> dict[str, Any]:
     """Write the run directory (under a temporary name, renamed when complete) and register
-    the run (current if it passed the gate)."""
+    the run (current if it passed the gate, or with `promote` whatever the gate said)."""
     run_dir = runs_dir() / run_id
     vectors_path = stages["train"].file("vectors.parquet")
     trained = stages["train"].meta
@@ -72,7 +74,9 @@ def publish_task(
         "heldout_loss_per_epoch": heldout,
         "heldout_loss": heldout[-1] if heldout else None,
         "heldout_set": trained["heldout_set"],
+        "evaluation": stages["evaluate"].meta["rows"] if "evaluate" in stages else [],
         "gate": verdict.to_dict(),
+        "promoted": promote,
         "device": trained["device"],
         "train_seconds": trained["train_seconds"],
     }
@@ -80,7 +84,7 @@ def publish_task(
     if classifier:
         metrics["classifier"] = classifier["rows"]
     finished_at = datetime.now(UTC)
-    status = "current" if verdict.passed else "rejected"
+    status = "current" if verdict.passed or promote else "rejected"
     manifest = {
         "run_id": run_id,
         "status": status,
@@ -112,6 +116,8 @@ def publish_task(
             vectors_path=vectors_path,
             dim=params.dim,
             classifier=classifier["rows"] if classifier else [],
+            evaluations=metrics["evaluation"],
+            promoted=promote,
         ),
         status,
     )

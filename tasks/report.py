@@ -16,6 +16,7 @@ from quijote.errors import QuijoteError
 from storage import warehouse
 from storage.files import atomic_path
 from storage.vectors import read_vectors
+from tasks.evaluate import score_table
 
 if TYPE_CHECKING:  # matplotlib loads only when a report is drawn (not in `quijote train`)
     from matplotlib.figure import Figure
@@ -71,7 +72,7 @@ def render_report(summary: dict[str, Any], neighbours: dict[str, list[str]]) -> 
     """The run's markdown report."""
     m = summary["metrics"]
     gate = m["gate"]
-    verdict = "passed: the run is current" if gate["passed"] else "rejected: the run is kept"
+    verdict = gate_outcome(gate["passed"], m.get("promoted", False))
     heldout = m.get("heldout_loss_per_epoch") or []
     lines = [
         f"# Run {summary['run_id']}",
@@ -93,6 +94,7 @@ def render_report(summary: dict[str, Any], neighbours: dict[str, list[str]]) -> 
         "",
         *(f"- {reason}" for reason in gate["reasons"]),
         "",
+        *_evaluation_section(m.get("evaluation") or []),
         "## Nearest neighbours",
         "",
         *(f"- **{word}**: {', '.join(near)}" for word, near in neighbours.items()),
@@ -112,6 +114,31 @@ def render_report(summary: dict[str, Any], neighbours: dict[str, list[str]]) -> 
         "",
     ]
     return "\n".join(lines)
+
+
+def gate_outcome(passed: bool, promoted: bool) -> str:
+    """What the gate's verdict meant for the run, in words."""
+    if promoted:
+        return f"{'passed' if passed else 'failed'}, and the run was made current by hand"
+    return "passed: the run is current" if passed else "rejected: the run is kept"
+
+
+def _evaluation_section(rows: list[dict[str, Any]]) -> list[str]:
+    """The benchmark scores (analogy sections left to the warehouse's `evaluations`)."""
+    if not rows:
+        return ["## Benchmarks", "", "No benchmark files: the evaluate stage was skipped.", ""]
+    header, lines = score_table(rows, sections=False)
+    return [
+        "## Benchmarks",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+        *("| " + " | ".join(line) + " |" for line in lines),
+        "",
+        "Similarity: Spearman's ρ; analogies: accuracy. Per analogy section: the warehouse "
+        "table `evaluations`.",
+        "",
+    ]
 
 
 def _classifier_section(classifier: dict[str, Any] | None) -> list[str]:
@@ -175,6 +202,12 @@ def report_task(summary: dict[str, Any]) -> dict[str, Any]:
         key="quijote-neighbours",
         description="Nearest neighbours of the probe words",
     )
+    if metrics.get("evaluation"):
+        create_table_artifact(
+            metrics["evaluation"],
+            key="quijote-evaluation",
+            description="Benchmarks: Spearman ρ (similarity), 3CosAdd/3CosMul accuracy (analogies)",
+        )
     if summary.get("classifier"):
         create_table_artifact(
             summary["classifier"]["rows"],

@@ -1,45 +1,150 @@
+"""The quality gate on generated vectors: sanity checks, comparisons over shared words and
+coverage, tolerances."""
+
 import math
 
 import numpy as np
 import pytest
 
-from tasks.gate import LOSS_TOLERANCE, PROBE_TOLERANCE, Evidence, judge, probe_similarities
+from storage.benchmarks import SimilaritySet
+from tasks.evaluate import unit_rows
+from tasks.gate import (
+    COLLAPSED_COSINE,
+    LOSS_TOLERANCE,
+    MIN_ITEMS,
+    PROBES,
+    RunVectors,
+    judge,
+    mean_pair_cosine,
+    probe_scores,
+)
+
+FILLER = [f"palabra{i}" for i in range(300)]
 
 
-def evidence(probe: float, loss: float | None = 2.5, heldout_set: str | None = "h1") -> Evidence:
-    return Evidence({"dulcinea/toboso": probe, "rocinante/rucio": probe}, loss, heldout_set)
+def vectors(
+    seed: int = 0,
+    collapse: float = 0.0,
+    probes: tuple = PROBES,
+    related: bool = True,
+    extra: list[str] | None = None,
+    loss: float | None = 2.5,
+) -> RunVectors:
+    """Random vectors of the probe words and 300 fillers (probe partners close together when
+    `related`), plus a common direction `collapse` times as long as the rest."""
+    rng = np.random.default_rng(seed)
+    words = [w for pair in probes for w in pair] + FILLER + (extra or [])
+    matrix = rng.normal(size=(len(words), 16))
+    if related:
+        for i in range(0, 2 * len(probes), 2):
+            matrix[i + 1] = matrix[i] + 0.3 * rng.normal(size=16)
+    matrix += collapse * np.sqrt(16) * np.ones(16)
+    return RunVectors(words, matrix.astype(np.float32), loss, "h1")
 
 
-def test_probe_similarities_cover_pairs_in_the_vocabulary() -> None:
-    words = ["dulcinea", "toboso", "rucio"]
-    vectors = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
-    assert probe_similarities(words, vectors) == {"dulcinea/toboso": pytest.approx(math.sqrt(0.5))}
+def similarity_set(run: RunVectors, pairs: int, noise: float = 0.0, seed: int = 1):
+    """Pairs of fillers scored by their cosine in `run` (plus noise): that run's ρ is high."""
+    rng = np.random.default_rng(seed)
+    units = unit_rows(run.vectors)
+    rows = rng.choice(np.arange(24, 24 + len(FILLER)), size=(pairs, 2), replace=False)
+    gold = np.einsum("ij,ij->i", units[rows[:, 0]], units[rows[:, 1]])
+    gold = gold + noise * rng.normal(size=pairs)
+    words = [(run.words[a], run.words[b]) for a, b in rows]
+    return SimilaritySet("sim", "0" * 64, tuple(words), tuple(map(float, gold)))
 
 
-def test_first_run_passes() -> None:
-    verdict = judge(evidence(0.1), None)
+def test_mean_pair_cosine_is_the_mean_over_distinct_pairs() -> None:
+    units = unit_rows(np.random.default_rng(3).normal(size=(40, 5)) + 0.5)
+    brute = [units[i] @ units[j] for i in range(40) for j in range(40) if i != j]
+    assert mean_pair_cosine(units) == pytest.approx(np.mean(brute), abs=1e-6)
+
+
+def test_probe_score_ranks_each_partner_among_the_other_words() -> None:
+    words = ["rey", "reina", "mesa", "silla", "sol"]
+    units = unit_rows(np.array([[1, 0], [0.9, 0.2], [0, 1], [-1, 0.1], [0.5, 0.5]]))
+    # reina is rey's nearest word (cosine 0.98 against 0.71, 0 and -0.99), and rey reina's.
+    assert probe_scores(words, units, (("rey", "reina"),)).tolist() == [1.0]
+    # From mesa, silla (cosine 0.10) is closer than rey (0) only: 1/3; from silla, mesa (0.10)
+    # is closer than rey (-0.99), reina (-0.95) and sol (-0.63): 3/3. The mean: 2/3.
+    assert probe_scores(words, units, (("mesa", "silla"),)).tolist() == pytest.approx([2 / 3])
+    assert probe_scores(words, units, (("rey", "ausente"),)).size == 0
+
+
+def test_a_collapsed_run_is_rejected_whatever_the_current_run() -> None:
+    collapsed = vectors(collapse=5.0)
+    for current in (None, vectors(seed=1), vectors(seed=2, collapse=5.0)):
+        verdict = judge(collapsed, current, current_run=None if current is None else "run-1")
+        assert not verdict.passed
+        assert verdict.reasons[0].startswith("collapsed: the 200 most frequent words")
+    assert mean_pair_cosine(unit_rows(collapsed.vectors[:200])) > COLLAPSED_COSINE
+
+
+def test_probe_pairs_no_closer_than_random_words_are_rejected() -> None:
+    verdict = judge(vectors(related=False), None)
+    assert not verdict.passed and "no closer than random words" in verdict.reasons[0]
+
+
+def test_a_current_run_failing_the_sanity_checks_never_blocks_a_sane_run() -> None:
+    verdict = judge(vectors(seed=1), vectors(collapse=5.0), current_run="run-1")
+    assert verdict.passed
+    assert "the current run run-1 fails the sanity checks (collapsed" in verdict.reasons[0]
+
+
+def test_first_run_passes_and_a_non_finite_loss_fails() -> None:
+    verdict = judge(vectors(), None)
     assert verdict.passed and "first run" in verdict.reasons[0]
+    assert not judge(vectors(loss=math.nan), None).passed
 
 
-def test_no_worse_run_passes_and_worse_probes_fail() -> None:
-    assert judge(evidence(0.5 - PROBE_TOLERANCE / 2), evidence(0.5)).passed
-    verdict = judge(evidence(0.5 - 2 * PROBE_TOLERANCE), evidence(0.5), "run-1")
-    assert not verdict.passed and "beyond" in verdict.reasons[0]
-    assert verdict.current_run == "run-1"
+def test_equal_quality_passes_and_a_worse_benchmark_score_fails() -> None:
+    current = vectors(seed=1)
+    benchmark = similarity_set(current, 60)
+    same = judge(vectors(seed=1), current, [benchmark], "run-1")
+    assert same.passed, same.reasons
+    worse = judge(vectors(seed=2), current, [benchmark], "run-1")  # ρ near 0 instead of 1
+    check = next(c for c in worse.checks if c.measure == "sim spearman")
+    assert not worse.passed and check.passed is False and check.items == 60
+    assert check.current == pytest.approx(1.0) and check.candidate < 0.5
+    assert "beyond the tolerance" in check.note
+
+
+def test_a_drop_within_the_noise_of_a_small_benchmark_passes() -> None:
+    """On 25 noisy pairs the bootstrap tolerance exceeds the fixed floor."""
+    current = vectors(seed=1)
+    noise = 0.3 * np.random.default_rng(9).normal(size=current.vectors.shape)
+    candidate = RunVectors(current.words, current.vectors + noise.astype(np.float32), 2.5, "h1")
+    noisy = similarity_set(current, 25, noise=0.5)
+    verdict = judge(candidate, current, [noisy], "run-1")
+    check = next(c for c in verdict.checks if c.measure == "sim spearman")
+    assert check.candidate < check.current and check.tolerance > 0.02 and check.passed
+    assert judge(candidate, current, [noisy], "run-1") == verdict  # seeded: the same
+
+
+def test_too_few_shared_items_are_not_comparable() -> None:
+    current = vectors(seed=1)
+    small = similarity_set(current, MIN_ITEMS["similarity"] - 1)
+    few_probes = PROBES[: MIN_ITEMS["probes"] - 1]
+    candidate = vectors(seed=2, probes=few_probes)
+    verdict = judge(candidate, current, [small], "run-1")
+    notes = {c.measure: c for c in verdict.checks}
+    assert notes["probe score"].passed is None and notes["probe score"].items == len(few_probes)
+    assert "not comparable (19 items in both runs, fewer than 20)" in notes["sim spearman"].note
+    assert verdict.passed  # the loss is comparable and no worse
+
+
+def test_only_the_words_both_runs_share_are_compared() -> None:
+    candidate = vectors(seed=1, extra=["nuevo", "otro"])
+    current = vectors(seed=1, probes=PROBES[:8])
+    verdict = judge(candidate, current, current_run="run-1")
+    probe = next(c for c in verdict.checks if c.measure == "probe score")
+    assert probe.items == 8 and probe.passed is not None
 
 
 def test_held_out_loss_compared_only_on_the_same_held_out_set() -> None:
     worse = 2.5 * (1 + 2 * LOSS_TOLERANCE)
-    assert not judge(evidence(0.5, worse), evidence(0.5, 2.5)).passed
-    other_set = judge(evidence(0.5, worse, "h2"), evidence(0.5, 2.5, "h1"))
-    assert other_set.passed and "loss not compared" in other_set.reasons[1]
-    assert judge(evidence(0.5, 2.5 * (1 + LOSS_TOLERANCE / 2)), evidence(0.5, 2.5)).passed
-
-
-def test_a_non_finite_loss_fails() -> None:
-    assert not judge(evidence(0.5, math.nan), None).passed
-
-
-def test_disjoint_vocabularies_skip_the_probes() -> None:
-    verdict = judge(Evidence({}, 2.5, "h1"), evidence(0.9, 2.5, "h1"))
-    assert verdict.passed and "not compared" in verdict.reasons[0]
+    current = vectors(seed=1)
+    assert not judge(vectors(seed=1, loss=worse), current, current_run="r").passed
+    other_set = RunVectors(current.words, current.vectors, worse, "h2")
+    verdict = judge(other_set, current, current_run="r")
+    assert verdict.passed and "held-out loss: not comparable" in verdict.reasons[-1]
+    assert judge(vectors(seed=1, loss=2.5 * (1 + LOSS_TOLERANCE / 2)), current).passed

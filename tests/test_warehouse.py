@@ -306,7 +306,7 @@ def test_classifier_metrics_per_run_and_mode_come_with_the_run(home: Path, run: 
     columns, rows = warehouse.query("SELECT run_id, mode, accuracy FROM classifier_metrics")
     assert columns == ["run_id", "mode", "accuracy"] and rows == [("run-1", "finetune", 0.75)]
     broken = RunRecord(**{**vars(run), "run_id": "run-2", "classifier": [{"mode": "frozen"}]})
-    with pytest.raises(QuijoteError, match="cannot register run run-2: a classifier row has no"):
+    with pytest.raises(QuijoteError, match="run-2: a classifier_metrics row has no"):
         warehouse.register_run(broken)
     assert runs_table() == [("run-1", "current", True)]  # nothing of run-2
     assert warehouse.query("SELECT count(*) FROM classifier_metrics")[1] == [(1,)]

@@ -1,0 +1,136 @@
+"""Vector quality on the eval/ benchmarks beside the corpus mirror: `quijote train` against
+gensim 4.4 at the same settings (those of bench/speed.py: the word2vec defaults, 2 threads),
+several seeds each, on the Quijote and on the Quijote + 32 novels; mean ± std of every score,
+the time the evaluation takes, and what the quality gate says of one seed against the next.
+
+    .venv/bin/python bench/quality.py                 # both corpora, seeds 1-3
+    .venv/bin/python bench/quality.py --corpus quijote --seeds 5
+
+Both sides are scored by the same code (tasks/evaluate.py, checked against gensim's own
+evaluate_word_pairs / evaluate_word_analogies in tests/test_evaluate.py); each `quijote train`
+gets a fresh QUIJOTE_HOME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from speed import LARGE, QUIJOTE, ROOT, SETTINGS, commit, gensim, machine, quijote
+
+from storage.benchmarks import find_benchmarks
+from storage.vectors import read_vectors_file
+from tasks.evaluate import evaluate, unit_rows
+from tasks.gate import SPREAD_WORDS, RunVectors, judge, mean_pair_cosine, probe_scores
+
+
+def score(path: Path, benchmarks: list) -> dict:
+    """Every benchmark's overall scores, the gate's sanity measures, and the seconds taken."""
+    words, vectors = read_vectors_file(path)
+    started = time.perf_counter()
+    rows = evaluate(words, vectors, benchmarks)
+    seconds = time.perf_counter() - started
+    units = unit_rows(vectors)
+    return {
+        "scores": {
+            f"{s.benchmark} {s.metric}": {"value": s.value, "found": s.found, "total": s.total}
+            for s in rows
+            if "/" not in s.benchmark
+        },
+        "evaluate_seconds": round(seconds, 3),
+        "vocab": len(words),
+        "mean_pair_cosine_top": round(mean_pair_cosine(units[:SPREAD_WORDS]), 4),
+        "probe_score": round(float(probe_scores(words, units).mean()), 4),
+    }
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean ± sample std over seeds of every score."""
+    names = runs[0]["scores"]
+    summary = {}
+    for name in names:
+        values = [r["scores"][name]["value"] for r in runs]
+        values = [v for v in values if v is not None]
+        summary[name] = {
+            "mean": round(statistics.mean(values), 4) if values else None,
+            "std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
+            "found": runs[0]["scores"][name]["found"],
+            "total": runs[0]["scores"][name]["total"],
+        }
+    return summary
+
+
+def gate_between_seeds(outs: list[Path], benchmarks: list) -> list[dict]:
+    """The gate's verdict on each seed's vectors against the previous seed's (a rerun of equal
+    quality: it should pass)."""
+    verdicts = []
+    for previous, candidate in itertools.pairwise(outs):
+        verdict = judge(
+            RunVectors(*read_vectors_file(candidate)),
+            RunVectors(*read_vectors_file(previous)),
+            benchmarks,
+            previous.stem,
+        )
+        verdicts.append({"candidate": candidate.stem, "passed": verdict.passed,
+                         "reasons": verdict.reasons})  # fmt: skip
+    return verdicts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--corpus", choices=["quijote", "large", "both"], default="both")
+    parser.add_argument("--out", type=Path, help="results JSON (default bench/results/…)")
+    args = parser.parse_args()
+    out = args.out or ROOT / "bench" / "results" / f"quality-{date.today().isoformat()}.json"
+    benchmarks = find_benchmarks(None)
+    if not benchmarks:
+        raise SystemExit("no eval/ folder beside the corpus mirror")
+    results: dict = {
+        "machine": machine(), "commit": commit(), "settings": SETTINGS,
+        "benchmarks": {b.name: b.sha256 for b in benchmarks}, "load_start": os.getloadavg(),
+    }  # fmt: skip
+    chosen = {"quijote": QUIJOTE, "large": LARGE}
+    with tempfile.TemporaryDirectory(prefix="quijote-quality-") as tmp:
+        work = Path(tmp)
+        for corpus, paths in chosen.items():
+            if args.corpus not in (corpus, "both"):
+                continue
+            report: dict = {}
+            outs: dict[str, list[Path]] = {"quijote": [], "gensim": []}
+            for seed in range(1, args.seeds + 1):
+                order = ("gensim", "quijote") if seed % 2 else ("quijote", "gensim")
+                for side in order:
+                    path = work / f"{corpus}-{side}-seed{seed}.txt"
+                    if side == "gensim":
+                        run = gensim(paths, path, seed)
+                    else:
+                        run = quijote(paths, path, seed, work / f"home-{corpus}-{seed}")
+                    outs[side].append(path)
+                    entry = {"seed": seed, "train_seconds": round(run["seconds"], 2),
+                             "load": round(run["load"], 2), **score(path, benchmarks)}  # fmt: skip
+                    report.setdefault(side, {"runs": []})["runs"].append(entry)
+                    print(f"{corpus} seed {seed} {side}: {json.dumps(entry['scores'])}", flush=True)
+            for side, outcome in report.items():
+                outcome["summary"] = summarise(outcome["runs"])
+                outcome["gate_between_seeds"] = gate_between_seeds(outs[side], benchmarks)
+            results[corpus] = report
+            print(json.dumps({s: r["summary"] for s, r in report.items()}, indent=1), flush=True)
+    results["load_end"] = os.getloadavg()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
