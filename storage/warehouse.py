@@ -439,9 +439,9 @@ def _data_file(path: Path, data_dir: Path) -> Path:
     there, so a view over a file elsewhere would not work)."""
     resolved = Path(path).resolve()
     if not resolved.is_file():
-        raise QuijoteError(f"cannot register {path}: no such file")
+        raise QuijoteError(f"cannot read {path}: no such file")
     if not resolved.is_relative_to(data_dir):
-        raise QuijoteError(f"cannot register {path}: it is outside the data directory {data_dir}")
+        raise QuijoteError(f"cannot use {path}: it is outside the data directory {data_dir}")
     return resolved
 
 

@@ -266,7 +266,7 @@ def read_run(vectors_path: Path, metrics: dict[str, Any]) -> RunVectors:
 
 @task(name="gate", cache_policy=NONE)
 def gate_task(
-    trained: StageOutput, benchmarks: list[Benchmark], restrict_vocab: int = 0
+    trained: StageOutput, benchmarks: Sequence[Benchmark] = (), restrict_vocab: int = 0
 ) -> Verdict:
     """Judge the trained vectors against the warehouse's current run."""
     losses = trained.meta["heldout_loss_per_epoch"]

@@ -10,7 +10,7 @@ import pytest
 from gensim.models import KeyedVectors
 
 from storage import warehouse
-from tests.data import VECTORS, WORDS, make_run, quijote_slice
+from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run, quijote_slice
 
 QUIJOTE_BIN = Path(sys.executable).parent / "quijote"
 
@@ -127,6 +127,9 @@ def test_run_rejects_bad_settings_before_starting_prefect(home: Path) -> None:
     assert_one_line_error(bad_classifier, "unknown option 'epoch'")
     missing = quijote(home, "run", "--labelled", "missing.csv")
     assert_one_line_error(missing, "no labelled file 'missing.csv'")
+    no_benchmark = quijote(home, "run", "--eval", "missing.txt")
+    assert_one_line_error(no_benchmark, "no such benchmark file: missing.txt")
+    assert "Starting temporary server" not in no_benchmark.stderr
     assert not (home / "stages").exists()
 
 
@@ -152,6 +155,17 @@ def test_queries_on_the_current_run(published: Path, tmp_path: Path) -> None:
     assert_one_line_error(quijote(published, "neighbors", "xyzzy"), "'xyzzy' is not in the")
     result = quijote(published, "sql", "SELECT word, count FROM vocab ORDER BY count DESC LIMIT 2")
     assert result.returncode == 0 and "rey" in result.stdout
+
+
+def test_promote_makes_any_finished_run_current(published: Path) -> None:
+    rejected = make_run(published / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS)
+    warehouse.register_run(rejected, status="rejected")
+    result = quijote(published, "promote", "run-2")
+    assert result.returncode == 0 and "run run-2 is now current" in result.stdout
+    current = warehouse.current_run()
+    assert current["run_id"] == "run-2" and current["promoted_at"] is not None
+    assert "molino" in quijote(published, "neighbors", "sancho", "-k", "3").stdout
+    assert_one_line_error(quijote(published, "promote", "run-9"), "no run 'run-9'")
 
 
 def test_sql_is_read_only(published: Path) -> None:

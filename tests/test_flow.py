@@ -23,7 +23,8 @@ from storage.vectors import read_vectors, write_word2vec
 from tasks.classify import accuracy, read_labelled, stratified_split
 from tests.data import news_csv, quijote_slice
 
-SMALL = {"dim": 24, "epochs": 2, "min_count": 3}
+SMALL = {"dim": 24, "epochs": 4, "min_count": 3, "lr": 0.1}  # sane vectors, quickly
+DEGENERATE = {"dim": 24, "epochs": 1, "min_count": 3}  # collapsed: every word alike
 CLASSIFIER = {"epochs": 10, "batch_size": 8, "seeds": 2}
 
 
@@ -45,6 +46,7 @@ def test_flow_writes_every_stage_and_publishes(prefect_api, home: Path, corpus: 
         "pairs": ("epoch-001.parquet", schemas.PAIRS),
         "negatives": ("noise.parquet", schemas.NOISE),
         "train": ("vectors.parquet", schemas.vectors(24)),
+        "evaluate": ("evaluation.parquet", schemas.EVALUATION),
     }
     for stage, (name, schema) in expected.items():
         key = summary["stages"][stage]["key"]
@@ -52,7 +54,7 @@ def test_flow_writes_every_stage_and_publishes(prefect_api, home: Path, corpus: 
         assert pq.read_schema(stages / stage / key / name) == schema, stage
     metrics = summary["metrics"]
     assert 29_000 < metrics["corpus_words"] < 31_000
-    assert len(metrics["loss_per_epoch"]) == 2
+    assert len(metrics["loss_per_epoch"]) == SMALL["epochs"]
     assert metrics["loss_per_epoch"][1] < metrics["loss_per_epoch"][0]
 
     run_dir = Path(summary["run_dir"])
@@ -66,6 +68,13 @@ def test_flow_writes_every_stage_and_publishes(prefect_api, home: Path, corpus: 
     assert current == summary["run_id"]
     assert len(top) == 5 and ("sancho",) not in top
     assert vocab_size == metrics["vocab_size"]
+    _, scores = warehouse.query(
+        "SELECT e.benchmark, e.metric, e.found, e.total FROM runs r JOIN evaluations e "
+        "USING (run_id) WHERE r.is_current AND e.benchmark = 'es_ws353'"
+    )  # the default benchmarks: the eval/ folder beside the corpus mirror
+    assert scores == [("es_ws353", "spearman", scores[0][2], 352)] and scores[0][2] > 0
+    _, stored = warehouse.query("SELECT benchmark, metric, value, found, total FROM evaluations")
+    assert sorted(stored) == sorted(tuple(row.values()) for row in metrics["evaluation"])
 
 
 def test_word2vec_export_round_trip_through_gensim(prefect_api, home: Path, corpus: str) -> None:
@@ -81,11 +90,13 @@ def test_word2vec_export_round_trip_through_gensim(prefect_api, home: Path, corp
     assert by_gensim == [w for w, _ in warehouse.neighbors("sancho", 5)]
 
 
-def run_flow(corpus: str, params: dict, labelled: Path | None = None) -> tuple[dict, UUID]:
+def run_flow(
+    corpus: str, params: dict, labelled: Path | None = None, promote: bool = False
+) -> tuple[dict, UUID]:
     """The flow's summary and its flow run id; a classifier on `labelled` (texto, tema)."""
     table = str(labelled) if labelled else None
     state = quijote_embeddings(
-        (corpus,), params, table, "texto", "tema", CLASSIFIER, return_state=True
+        (corpus,), params, table, "texto", "tema", CLASSIFIER, promote=promote, return_state=True
     )
     return state.result(), state.state_details.flow_run_id
 
@@ -112,7 +123,7 @@ def test_second_run_reuses_every_stage_and_a_change_reruns_downstream(
     assert "| train | yes |" in Path(again["report"]).read_text()
     assert again["stages"] == {k: {**v, "reused": True} for k, v in first["stages"].items()}
 
-    changed, _ = run_flow(corpus, {**SMALL, "epochs": 3}, labelled)
+    changed, _ = run_flow(corpus, {**SMALL, "epochs": 5}, labelled)
     reused = {name for name, s in changed["stages"].items() if s["reused"]}
     assert reused == {"download", "tokenize", "vocab", "negatives"}
     runs = [r for (r,) in duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
@@ -128,6 +139,7 @@ def test_report_files_and_artifacts(prefect_api, home: Path, corpus: str) -> Non
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (run_dir / "report.md").read_text()
     assert "## Quality gate: passed" in report and "loss.png" in report
+    assert "## Benchmarks" in report and "| es_ws353 |" in report
     assert "**sancho**" in report and "| train | no |" in report
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
@@ -135,6 +147,7 @@ def test_report_files_and_artifacts(prefect_api, home: Path, corpus: str) -> Non
         )
     kinds = {(a.key, a.type) for a in artifacts}
     assert {("quijote-report", "markdown"), ("quijote-stages", "table")} <= kinds
+    assert ("quijote-evaluation", "table") in kinds
     assert ("quijote-classifier", "table") in kinds
     progress = [a for a in artifacts if a.type == "progress"]
     assert progress and progress[0].data == 100.0
@@ -173,3 +186,37 @@ def test_the_classifier_is_trained_recorded_and_saved(prefect_api, home: Path, c
     predicted, _ = model.predict([texts[i] for i in held])
     assert accuracy([labels[i] for i in held], predicted) == model.settings["accuracy"]
     assert model.settings["accuracy"] > 0.5  # three easy topics: far above chance (1/3)
+
+
+def test_a_degenerate_run_is_rejected_and_once_forced_current_never_blocks_a_good_one(
+    prefect_api, home: Path, corpus: str
+) -> None:
+    """The scheduled-deployment story: a collapsed run must not become current, and when an
+    operator forces one anyway, the next good run replaces it."""
+    good, _ = run_flow(corpus, SMALL)
+    degenerate, _ = run_flow(corpus, DEGENERATE)
+    gate = degenerate["metrics"]["gate"]
+    assert not gate["passed"] and gate["reasons"][0].startswith("collapsed: ")
+    assert warehouse.current_run()["run_id"] == good["run_id"]
+
+    forced, _ = run_flow(corpus, DEGENERATE, promote=True)  # every stage reused
+    assert not forced["metrics"]["gate"]["passed"] and forced["metrics"]["promoted"]
+    assert warehouse.current_run()["run_id"] == forced["run_id"]
+    assert "made current by hand" in Path(forced["report"]).read_text()
+
+    recovered, _ = run_flow(corpus, {**SMALL, "seed": 2})
+    gate = recovered["metrics"]["gate"]
+    assert gate["passed"], gate["reasons"]
+    assert (
+        f"the current run {forced['run_id']} fails the sanity checks (collapsed"
+        in (gate["reasons"][0])
+    )
+    _, rows = warehouse.query(
+        "SELECT run_id, status, promoted_at IS NOT NULL FROM runs ORDER BY started_at"
+    )
+    assert rows == [
+        (good["run_id"], "kept", False),
+        (degenerate["run_id"], "rejected", False),
+        (forced["run_id"], "kept", True),
+        (recovered["run_id"], "current", False),
+    ]

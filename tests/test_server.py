@@ -25,7 +25,7 @@ from storage.paths import PROJECT_ROOT
 from tests.data import quijote_slice
 
 RUN_TIMEOUT_S = 120
-SMALL = {"epochs": 1, "dim": 16, "min_count": 3}
+SMALL = {"epochs": 3, "dim": 16, "min_count": 3, "lr": 0.2}  # sane vectors: the gate passes
 CLASSIFIER = {"epochs": 3, "seeds": 1}  # on the default labelled news, from the corpus mirror
 
 

@@ -310,3 +310,49 @@ def test_classifier_metrics_per_run_and_mode_come_with_the_run(home: Path, run: 
         warehouse.register_run(broken)
     assert runs_table() == [("run-1", "current", True)]  # nothing of run-2
     assert warehouse.query("SELECT count(*) FROM classifier_metrics")[1] == [(1,)]
+
+
+def test_benchmark_scores_come_with_the_run_and_join_with_runs(home: Path, run: RunRecord):
+    rows = [
+        {"benchmark": "es_rg65", "metric": "spearman", "value": 0.41, "found": 54, "total": 65},
+        {"benchmark": "analogias", "metric": "3cosadd", "value": None, "found": 0, "total": 9},
+    ]
+    warehouse.register_run(RunRecord(**{**vars(run), "evaluations": rows}))
+    _, found = warehouse.query(
+        "SELECT r.run_id, r.status, e.benchmark, e.value, e.found FROM runs r "
+        "JOIN evaluations e USING (run_id) ORDER BY e.benchmark"
+    )
+    assert found == [
+        ("run-1", "current", "analogias", None, 0), ("run-1", "current", "es_rg65", 0.41, 54)
+    ]  # fmt: skip
+    warehouse.register_run(RunRecord(**{**vars(run), "evaluations": rows[:1]}))  # replaces
+    assert warehouse.query("SELECT count(*) FROM evaluations")[1] == [(1,)]
+
+
+def test_an_operator_promotes_any_finished_run(home: Path, run: RunRecord):
+    rejected = make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS)
+    warehouse.register_run(rejected, status="rejected")
+    warehouse.promote("run-2")
+    assert runs_table() == [("run-1", "kept", False), ("run-2", "current", True)]
+    assert vocab_words() == OTHER_WORDS
+    assert warehouse.query("SELECT DISTINCT typeof(vector) FROM vectors")[1] == [("FLOAT[4]",)]
+    _, promoted = warehouse.query("SELECT run_id FROM runs WHERE promoted_at IS NOT NULL")
+    assert promoted == [("run-2",)]
+    warehouse.promote("run-1")
+    assert runs_table() == [("run-1", "current", True), ("run-2", "kept", False)]
+    with pytest.raises(QuijoteError, match="no run 'run-9' in the warehouse"):
+        warehouse.promote("run-9")
+    rejected.vectors_path.unlink()
+    with pytest.raises(QuijoteError, match=r"cannot read .*vectors\.parquet: no such file"):
+        warehouse.promote("run-2")
+    assert runs_table() == [("run-1", "current", True), ("run-2", "kept", False)]
+
+
+def test_an_older_warehouse_gets_the_new_column_and_table(home: Path, run: RunRecord):
+    with closing(duckdb.connect(str(warehouse_path()))) as conn:
+        conn.execute("ALTER TABLE runs DROP COLUMN promoted_at")
+        conn.execute("DROP TABLE evaluations")
+    warehouse.register_run(make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS))
+    _, rows = warehouse.query("SELECT run_id, promoted_at FROM runs ORDER BY run_id")
+    assert rows == [("run-1", None), ("run-2", None)]
+    assert warehouse.query("SELECT count(*) FROM evaluations")[1] == [(0,)]
