@@ -48,7 +48,7 @@ def quijote_embeddings(
         log.warning("no %s in the corpus mirror: no classifier this run", labelled)
     sets = find_benchmarks(benchmarks)
     if not sets:
-        log.warning("no benchmark files (no eval/ beside the corpus mirror): no evaluate stage")
+        log.warning("no benchmark files: no evaluate stage this run")
     started_at = datetime.now(UTC)
     stages = train_stages(list(corpus), settings)
     if sets:

@@ -161,7 +161,9 @@ def run(
         corpus_kind(spec)  # a missing file or a typo: fail before starting Prefect
     if table:
         find_labelled(table, text_column, label_column)  # a missing file: fail before any work
-    benchmarks = None if not eval_ else () if [e.lower() for e in eval_] == ["none"] else eval_
+    benchmarks = tuple(eval_) if eval_ else None  # None: the eval/ folder beside the mirror
+    if benchmarks and [b.lower() for b in benchmarks] == ["none"]:
+        benchmarks = ()
     find_benchmarks(benchmarks)  # a bad benchmark file: fail before starting Prefect
     _prepare_prefect()
     from flows.quijote_embeddings import DEFAULT_CORPUS, on_dask, quijote_embeddings
@@ -171,7 +173,7 @@ def run(
     pipeline = on_dask(dask, dask_address) if dask or dask_address else quijote_embeddings
     summary = pipeline(
         tuple(corpus or DEFAULT_CORPUS), settings, table, text_column, label_column, classifier,
-        tuple(benchmarks) if benchmarks is not None else None, promote,
+        benchmarks, promote,
     )  # fmt: skip
     _print_summary(summary)
 
@@ -179,6 +181,7 @@ def run(
 def _print_summary(summary: dict[str, Any]) -> None:
     from storage.paths import warehouse_path
     from tasks.evaluate import score_table
+    from tasks.report import gate_outcome
 
     metrics = summary["metrics"]
     out.print(f"\n[bold]Run {summary['run_id']}[/bold] on {', '.join(summary['corpus'])}")
@@ -204,10 +207,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         scores = " · ".join(f"{m} {v}" for m, v in zip(header[2:], line[2:], strict=True) if v)
         out.print(f"benchmark {line[0]}: {scores} ({line[1]} found)")
     gate = metrics["gate"]
-    if metrics["promoted"]:
-        verdict = f"{'passed' if gate['passed'] else 'FAILED'}; this run was made current by hand"
-    else:
-        verdict = "passed: this run is now current" if gate["passed"] else "REJECTED: run kept"
+    verdict = gate_outcome(gate["passed"], metrics["promoted"])
     out.print(f"quality gate {verdict} ({'; '.join(gate['reasons'])})")
     if summary["classifier"]:
         classifier = summary["classifier"]

@@ -72,7 +72,7 @@ def render_report(summary: dict[str, Any], neighbours: dict[str, list[str]]) -> 
     """The run's markdown report."""
     m = summary["metrics"]
     gate = m["gate"]
-    verdict = gate_outcome(gate["passed"], m.get("promoted", False))
+    verdict = gate_outcome(gate["passed"], m["promoted"])
     heldout = m.get("heldout_loss_per_epoch") or []
     lines = [
         f"# Run {summary['run_id']}",
@@ -94,7 +94,7 @@ def render_report(summary: dict[str, Any], neighbours: dict[str, list[str]]) -> 
         "",
         *(f"- {reason}" for reason in gate["reasons"]),
         "",
-        *_evaluation_section(m.get("evaluation") or []),
+        *_evaluation_section(m["evaluation"]),
         "## Nearest neighbours",
         "",
         *(f"- **{word}**: {', '.join(near)}" for word, near in neighbours.items()),
@@ -202,7 +202,7 @@ def report_task(summary: dict[str, Any]) -> dict[str, Any]:
         key="quijote-neighbours",
         description="Nearest neighbours of the probe words",
     )
-    if metrics.get("evaluation"):
+    if metrics["evaluation"]:
         create_table_artifact(
             metrics["evaluation"],
             key="quijote-evaluation",
