@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from speed import LARGE, QUIJOTE, ROOT, SETTINGS, commit, gensim, machine, quijote
+from speed import LARGE, QUIJOTE, ROOT, SETTINGS, alternating, commit, machine
 
 from storage.benchmarks import find_benchmarks
 from storage.vectors import read_vectors_file
@@ -108,19 +108,13 @@ def main() -> None:
                 continue
             report: dict = {}
             outs: dict[str, list[Path]] = {"quijote": [], "gensim": []}
-            for seed in range(1, args.seeds + 1):
-                order = ("gensim", "quijote") if seed % 2 else ("quijote", "gensim")
-                for side in order:
-                    path = work / f"{corpus}-{side}-seed{seed}.txt"
-                    if side == "gensim":
-                        run = gensim(paths, path, seed)
-                    else:
-                        run = quijote(paths, path, seed, work / f"home-{corpus}-{seed}")
-                    outs[side].append(path)
-                    entry = {"seed": seed, "train_seconds": round(run["seconds"], 2),
-                             "load": round(run["load"], 2), **score(path, benchmarks)}  # fmt: skip
-                    report.setdefault(side, {"runs": []})["runs"].append(entry)
-                    print(f"{corpus} seed {seed} {side}: {json.dumps(entry['scores'])}", flush=True)
+            (work / corpus).mkdir()
+            for rep, side, path, run in alternating(paths, args.seeds, work / corpus):
+                outs[side].append(path)
+                entry = {"seed": rep + 1, "train_seconds": round(run["seconds"], 2),
+                         "load": round(run["load"], 2), **score(path, benchmarks)}  # fmt: skip
+                report.setdefault(side, {"runs": []})["runs"].append(entry)
+                print(f"{corpus} seed {rep + 1} {side}: {json.dumps(entry['scores'])}", flush=True)
             for side, outcome in report.items():
                 outcome["summary"] = summarise(outcome["runs"])
                 outcome["gate_between_seeds"] = gate_between_seeds(outs[side], benchmarks)

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import date
 from importlib.metadata import version
 from pathlib import Path
@@ -147,22 +148,26 @@ def probes(path: Path) -> dict:
     }
 
 
+def alternating(paths: list[Path], reps: int, work: Path) -> Iterator[tuple[int, str, Path, dict]]:
+    """Repetition r (seed r + 1) of gensim and of `quijote train` (a fresh QUIJOTE_HOME,
+    `work/home-<r>`) on `paths`, the order alternating: (r, side, vectors file, process)."""
+    for rep in range(reps):
+        for name in ("gensim", "quijote") if rep % 2 == 0 else ("quijote", "gensim"):
+            out = work / f"{name}-{rep}.txt"
+            if name == "gensim":
+                yield rep, name, out, gensim(paths, out, rep + 1)
+            else:
+                yield rep, name, out, quijote(paths, out, rep + 1, work / f"home-{rep}")
+
+
 def compare(paths: list[Path], reps: int, work: Path) -> dict:
     """Alternating repetitions on one corpus, then the warm and first-compile runs."""
     runs: dict[str, list[dict]] = {"gensim": [], "quijote": []}
-    for rep in range(reps):
-        seed = rep + 1
-        order = ("gensim", "quijote") if rep % 2 == 0 else ("quijote", "gensim")
-        for name in order:
-            out = work / f"{name}-{rep}.txt"
-            if name == "gensim":
-                result = gensim(paths, out, seed)
-            else:
-                result = quijote(paths, out, seed, work / f"home-{rep}")
-            result["rep"], result["out"] = rep, str(out)
-            runs[name].append(result)
-            print(f"  rep {rep} {name}: {result['seconds']:.2f} s, {result['rss_mb']:.0f} MB, "
-                  f"load {result['load']:.2f}", flush=True)  # fmt: skip
+    for rep, name, out, result in alternating(paths, reps, work):
+        result["rep"], result["out"] = rep, str(out)
+        runs[name].append(result)
+        print(f"  rep {rep} {name}: {result['seconds']:.2f} s, {result['rss_mb']:.0f} MB, "
+              f"load {result['load']:.2f}", flush=True)  # fmt: skip
     words = runs["quijote"][0]["summary"]["words"]
     total_words = words * SETTINGS["epochs"]
     report: dict = {"words": words, "vocab": runs["quijote"][0]["summary"]["vocab"]}
