@@ -98,7 +98,9 @@ def mean_pair_cosine(units: np.ndarray) -> float:
     return float((total @ total - np.square(units, dtype=np.float64).sum()) / (n * (n - 1)))
 
 
-def probe_scores(words: Sequence[str], units: np.ndarray, probes=PROBES) -> np.ndarray:
+def probe_scores(
+    words: Sequence[str], units: np.ndarray, probes: Sequence[tuple[str, str]] = PROBES
+) -> np.ndarray:
     """For each probe pair (a, b) in the vocabulary: the share of the other words that are
     less similar to a than b is, averaged with the same for b; 1 = each is the other's nearest
     word, 0.5 = no closer than a random word."""
@@ -120,7 +122,7 @@ def probe_scores(words: Sequence[str], units: np.ndarray, probes=PROBES) -> np.n
 def problems(run: RunVectors) -> list[str]:
     """Why these vectors are unusable, whatever they are compared with: [] when sane."""
     if len(run.words) < 2:
-        return [f"a vocabulary of {len(run.words)} word: nothing to compare"]
+        return [f"a vocabulary of {len(run.words)} word(s): no pair of words to compare"]
     found = []
     top = unit_rows(run.vectors[:SPREAD_WORDS])
     cosine = mean_pair_cosine(top)
