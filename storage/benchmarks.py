@@ -103,6 +103,8 @@ def _lines(path: Path) -> list[tuple[int, str]]:
 
 
 def _similarity(path: Path, sha256: str, lines: list[tuple[int, str]]) -> SimilaritySet:
+    if lines[0][1].startswith(":"):
+        raise QuijoteError(f"{path} is an analogy file (': section' lines), not word pairs")
     pairs, scores = [], []
     for position, (number, line) in enumerate(lines):
         fields = line.split("\t") if "\t" in line else line.split()
@@ -143,7 +145,10 @@ def _analogies(path: Path, sha256: str, lines: list[tuple[int, str]]) -> Analogy
                 f"line, got {len(words)} words"
             )
         if section is None:
-            raise QuijoteError(f"line {number} of {path}: a question before any ': section' line")
+            raise QuijoteError(
+                f"line {number} of {path}: a question before any ': section' line (analogy "
+                "files start with one; word pairs with scores are a similarity file)"
+            )
         questions.append((words[0], words[1], words[2], words[3]))
         sections.append(section)
     if not questions:

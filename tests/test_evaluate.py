@@ -174,6 +174,7 @@ def test_thousands_of_questions_on_a_large_vocabulary_vectorised() -> None:
         ("--similarity", b"w1 w2 score\n", "has no word pairs"),
         ("--analogies", b": s\nrey reina hombre\n", "expected an analogy 'a b c d'"),
         ("--analogies", b"rey reina hombre mujer\n", "a question before any ': section'"),
+        ("--similarity", b": capitales\na b c d\n", "is an analogy file"),
     ],
 )
 def test_bad_benchmark_files_are_one_line_and_exit_status_2(
