@@ -104,10 +104,12 @@ def probe_scores(
     """For each probe pair (a, b) in the vocabulary: the share of the other words that are
     less similar to a than b is, averaged with the same for b; 1 = each is the other's nearest
     word, 0.5 = no closer than a random word."""
+    if len(words) < 3:
+        return np.array([])
     index = {word: row for row, word in enumerate(words)}
     scores = []
     for a, b in probes:
-        if a not in index or b not in index or len(words) < 3:
+        if a not in index or b not in index:
             continue
         shares = []
         for x, y in ((index[a], index[b]), (index[b], index[a])):
