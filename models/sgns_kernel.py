@@ -1,17 +1,20 @@
-"""The CPU trainer: SGNS as compiled Hogwild SGD (numba), the way word2vec.c and gensim train.
+"""The CPU trainer: SGNS as compiled Hogwild SGD (numba), with the pairs of one center trained
+as one small batch against shared negatives (pWord2Vec's "HogBatch", Ji et al. 2016).
 
-Pairs are processed in file order, one at a time: a pair's K negatives are drawn inside the
-kernel from the noise distribution (an alias table: exact, O(1) a draw), its K+1 scores are
-computed from the current vectors, and the exact SGD step of that one pair is applied (the
-reference `sgns_step` on a batch of one pair). A block of pairs is cut into contiguous slices;
-each thread takes the next free slice and updates the shared matrices without locks
-(Hogwild). The learning rate decays linearly with the pair's position among all pairs of all
-epochs.
+The pairs files hold each center's contexts in a run; such a run (a *group*, cut at MAX_GROUP
+pairs) takes one exact SGD step: the input vectors of its contexts against the output vectors
+of the center and of K negatives drawn once for the group, every score from the vectors before
+the step (the reference `sgns_step` on that batch). As in word2vec.c, the context's input
+vector predicts the center; each pair still meets its K negatives, and the center's and the
+negatives' output rows are loaded once a group instead of once a pair. A block of pairs is cut
+into contiguous slices; each thread takes the next free slice and updates the shared matrices
+without locks (Hogwild). The learning rate decays linearly with the group's first pair's
+position among all pairs of all epochs.
 
 Negatives are counter-based: draw j of pair r of an epoch is `splitmix64(key + (r*K + j + 1) *
-GOLDEN)`, with `key` from the run's seed and the epoch, so they do not depend on threads or
-block sizes, and `draw_negatives` reproduces them outside the kernel. With one thread the
-result is exactly reproducible; with more, the order of the racing updates is not.
+GOLDEN)`, with `key` from the run's seed and the epoch; a group takes its first pair's draws.
+They do not depend on threads, and `draw_negatives` reproduces them outside the kernel. With
+one thread the result is exactly reproducible; with more, the order of the racing updates is not.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ numba.config.THREADING_LAYER = "workqueue"
 _LOCK = threading.Lock()
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 CHUNKS_PER_THREAD = 8  # a block is cut in threads x 8 slices, so a slow thread holds no one up
+MAX_GROUP = 32  # a longer run of one center is cut into several groups
 
 
 @njit(inline="always")
@@ -107,20 +111,32 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.float32:
 
 
 @njit(inline="always")
+def _group_end(center: np.ndarray, start: int, end: int) -> int:
+    """The end of the group that starts at `start`: the run of pairs with its center, at most
+    MAX_GROUP long and within [start, end)."""
+    stop = min(end, start + MAX_GROUP)
+    i = start + 1
+    while i < stop and center[i] == center[start]:
+        i += 1
+    return i
+
+
+@njit(inline="always")
 def _targets(
     out: np.ndarray,
-    context: np.int32,
+    center: np.int32,
     prob: np.ndarray,
     alias: np.ndarray,
     key: np.uint64,
     row: np.int64,
     k: int,
 ) -> None:
-    """A pair's context, then its K negatives (-1 where a negative equals the context)."""
-    out[0] = context
+    """A group's center, then its K shared negatives: the draws of the group's first pair
+    `row` (-1 where a negative equals the center)."""
+    out[0] = center
     for j in range(k):
         negative = _draw(prob, alias, key, row * k + j)
-        out[j + 1] = -1 if negative == context else negative
+        out[j + 1] = -1 if negative == center else negative
 
 
 @intrinsic
@@ -152,45 +168,52 @@ def _softplus(x: np.float32) -> np.float32:
 
 
 @njit(inline="always")
-def _pair_step(
+def _group_step(
     w_in: np.ndarray,
     w_out: np.ndarray,
-    c: np.int32,
+    contexts: np.ndarray,
     targets: np.ndarray,
     g: np.ndarray,
-    neu1e: np.ndarray,
+    d_out: np.ndarray,
     lr: np.float32,
 ) -> np.float32:
-    """The exact SGD step of one pair, in place; `targets[0]` is the context, the rest its
-    negatives (-1 = skipped, as a negative equal to the context is). Returns the pair's loss."""
-    dim = w_in.shape[1]
-    v = w_in[c]
+    """The exact SGD step of one group, in place: every context's input vector against the
+    output vectors of `targets` (the center, then the shared negatives; -1 = skipped), all
+    scores from the vectors before the step. Returns the group's summed loss."""
+    dim, k1 = w_in.shape[1], len(targets)
     loss = np.float32(0.0)
-    for j in range(len(targets)):
-        t = targets[j]
-        if t < 0:
-            g[j] = 0.0
-            continue
-        f = _dot(v, w_out[t])
-        e = np.exp(-abs(f))  # sigmoid and log-sigmoid from one exp
-        sigmoid = np.float32(1.0) / (np.float32(1.0) + e) if f >= 0 else e / (np.float32(1.0) + e)
-        label = np.float32(1.0) if j == 0 else np.float32(0.0)
-        g[j] = (label - sigmoid) * lr
-        loss += max(-f if j == 0 else f, np.float32(0.0)) + np.log1p(e)
-    for d in range(dim):
-        neu1e[d] = 0.0
-    for j in range(len(targets)):
+    for i in range(len(contexts)):
+        v = w_in[contexts[i]]
+        for j in range(k1):
+            if targets[j] < 0:
+                g[i, j] = 0.0
+                continue
+            f = _dot(v, w_out[targets[j]])
+            e = np.exp(-abs(f))  # sigmoid and log-sigmoid from one exp
+            sigmoid = (np.float32(1.0) if f >= 0 else e) / (np.float32(1.0) + e)
+            label = np.float32(1.0) if j == 0 else np.float32(0.0)
+            g[i, j] = (label - sigmoid) * lr
+            loss += max(-f if j == 0 else f, np.float32(0.0)) + np.log(np.float32(1.0) + e)
+    for j in range(k1):
+        for d in range(dim):
+            d_out[j, d] = 0.0
+    for i in range(len(contexts)):
+        v = w_in[contexts[i]]
+        for j in range(k1):
+            for d in range(dim):
+                d_out[j, d] += g[i, j] * v[d]
+    for i in range(len(contexts)):
+        v = w_in[contexts[i]]
+        for j in range(k1):
+            if targets[j] >= 0:
+                u = w_out[targets[j]]
+                for d in range(dim):
+                    v[d] += g[i, j] * u[d]
+    for j in range(k1):
         if targets[j] >= 0:
             u = w_out[targets[j]]
             for d in range(dim):
-                neu1e[d] += g[j] * u[d]
-    for j in range(len(targets)):
-        if targets[j] >= 0:
-            u = w_out[targets[j]]
-            for d in range(dim):
-                u[d] += g[j] * v[d]
-    for d in range(dim):
-        v[d] += neu1e[d]
+                u[d] += d_out[j, d]
     return loss
 
 
@@ -216,24 +239,29 @@ def train_block(
     n = len(center)
     losses = np.zeros(chunks)
     for t in prange(chunks):
-        targets = np.empty((2, k + 1), dtype=np.int32)  # this pair's and the next one's
-        g = np.empty(k + 1, dtype=np.float32)
-        neu1e = np.empty(w_in.shape[1], dtype=np.float32)
+        targets = np.empty((2, k + 1), dtype=np.int32)  # this group's and the next one's
+        g = np.empty((MAX_GROUP, k + 1), dtype=np.float32)
+        d_out = np.empty((k + 1, w_in.shape[1]), dtype=np.float32)
         loss = 0.0
         start, end = n * t // chunks, n * (t + 1) // chunks
+        i = start
+        following = _group_end(center, i, end) if i < end else end
         if start < end:
-            _targets(targets[0], context[start], prob, alias, key, first + start, k)
-        for i in range(start, end):
-            if i + 1 < end:  # draw the next pair's targets and start loading their rows
-                following = targets[(i + 1 - start) % 2]
-                _targets(following, context[i + 1], prob, alias, key, first + i + 1, k)
-                _prefetch_row(w_in, center[i + 1])
+            _targets(targets[0], center[start], prob, alias, key, first + start, k)
+        slot = 0
+        while i < end:
+            stop = following
+            if stop < end:  # draw the next group's targets and start loading their rows
+                following = _group_end(center, stop, end)
+                _targets(targets[1 - slot], center[stop], prob, alias, key, first + stop, k)
                 for j in range(k + 1):
-                    if following[j] >= 0:
-                        _prefetch_row(w_out, following[j])
+                    if targets[1 - slot, j] >= 0:
+                        _prefetch_row(w_out, targets[1 - slot, j])
+                for c in range(stop, following):
+                    _prefetch_row(w_in, context[c])
             step_lr = np.float32(lr * max(MIN_LR, 1.0 - (done + i) / total))
-            current = targets[(i - start) % 2]
-            loss += _pair_step(w_in, w_out, center[i], current, g, neu1e, step_lr)
+            loss += _group_step(w_in, w_out, context[i:stop], targets[slot], g, d_out, step_lr)
+            i, slot = stop, 1 - slot
         losses[t] = loss
     return losses.sum()
 
@@ -242,14 +270,15 @@ def train_block(
 def loss_sum(
     w_in: np.ndarray,
     w_out: np.ndarray,
-    center: np.ndarray,
-    context: np.ndarray,
+    inputs: np.ndarray,
+    outputs: np.ndarray,
     negatives: np.ndarray,
 ) -> float:
-    """Summed SGNS loss of (center, context, negatives) rows, without updating anything."""
+    """Summed SGNS loss of rows (input word, output word, negatives), without updating
+    anything; a negative equal to the output word is skipped."""
     total = 0.0
-    for i in prange(len(center)):
-        v, o = w_in[center[i]], context[i]
+    for i in prange(len(inputs)):
+        v, o = w_in[inputs[i]], outputs[i]
         pair = _softplus(-_dot(v, w_out[o]))
         for j in range(negatives.shape[1]):
             if negatives[i, j] != o:
@@ -304,8 +333,10 @@ class KernelTrainer:
             )  # fmt: skip
 
     def heldout_loss(self, batch: Batch) -> float:
+        """Mean loss of (center, context, negatives) rows as trained: context predicts center."""
+        center, context, negatives = batch
         with _LOCK:
-            return loss_sum(self.w_in, self.w_out, *batch) / max(len(batch[0]), 1)
+            return loss_sum(self.w_in, self.w_out, context, center, negatives) / max(len(center), 1)
 
     def vectors(self) -> np.ndarray:
         return self.w_in

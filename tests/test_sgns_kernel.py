@@ -1,10 +1,10 @@
-"""The compiled CPU kernel against the PyTorch reference step: same negatives, same learning
-rate schedule, same arithmetic; its in-kernel negatives follow count^0.75; it learns."""
+"""The compiled CPU kernel against the PyTorch reference step: same groups and negatives, same
+learning rate schedule, same arithmetic; its in-kernel negatives follow count^0.75; it learns."""
 
 import numpy as np
 import torch
 
-from models.sgns_kernel import KernelTrainer, alias_table, loss_sum, train_block
+from models.sgns_kernel import MAX_GROUP, KernelTrainer, alias_table, loss_sum, train_block
 from models.skipgram import MIN_LR, train_sgns
 from models.skipgram_torch import mean_loss, sgns_step
 from tasks.negatives import NegativeSampler, noise_distribution
@@ -21,24 +21,39 @@ def small_problem(vocab: int = 12, dim: int = 6, pairs: int = 40, seed: int = 0)
     return w_in, w_out, center, context, sampler
 
 
-def test_kernel_step_is_the_reference_step_pair_by_pair() -> None:
-    w_in, w_out, center, context, sampler = small_problem()
-    epoch, first, done, total, lr = 2, 7, 30, 100, 0.5
-    negatives = sampler.draw(epoch, first, len(center))
-    assert (negatives == context[:, None]).any()  # the skip of a negative equal to the context
-    assert any(len(set(row)) < len(row) for row in negatives)  # and repeated negatives
+def runs(center: np.ndarray, longest: int) -> list[tuple[int, int]]:
+    """(start, stop) of each run of one center, runs longer than `longest` cut."""
+    bounds, start = [], 0
+    for i in range(1, len(center) + 1):
+        if i == len(center) or center[i] != center[start] or i - start == longest:
+            bounds.append((start, i))
+            start = i
+    return bounds
+
+
+def test_kernel_step_is_the_reference_step_group_by_group() -> None:
+    """Each run of one center is one reference step on its pairs, the context's input vector
+    against the center's and the run's shared negatives' output vectors."""
+    w_in, w_out, _, context, sampler = small_problem(pairs=120)
+    lengths = [1, 3, 10, 2, MAX_GROUP + 5, 1, 7, 4, 1, 3, 6, 2, 3, 1, 6, 2, 10, 16]
+    center = np.repeat(np.arange(len(lengths)) % 12, lengths).astype(np.int32)[:120]
+    epoch, first, done, total, lr = 2, 7, 30, 300, 0.5
+    groups = runs(center, MAX_GROUP)
+    assert MAX_GROUP in {stop - start for start, stop in groups}  # a cut run
+    shared = [sampler.draw(epoch, first + start, 1)[0] for start, _ in groups]
+    skipped = [(row == center[start]).any() for row, (start, _) in zip(shared, groups, strict=True)]
+    assert any(skipped)  # a negative equal to the center
     t_in, t_out = torch.tensor(w_in), torch.tensor(w_out)
     expected_loss = 0.0
-    for i in range(len(center)):
-        step_lr = lr * max(MIN_LR, 1 - (done + i) / total)  # linear decay, floored
-        rows = slice(i, i + 1)
+    for (start, stop), negatives in zip(groups, shared, strict=True):
+        step_lr = lr * max(MIN_LR, 1 - (done + start) / total)  # linear decay, floored
         expected_loss += float(
             sgns_step(
                 t_in,
                 t_out,
-                torch.tensor(center[rows], dtype=torch.long),
-                torch.tensor(context[rows], dtype=torch.long),
-                torch.tensor(negatives[rows], dtype=torch.long),
+                torch.tensor(context[start:stop], dtype=torch.long),
+                torch.tensor(center[start:stop], dtype=torch.long),
+                torch.tensor(np.tile(negatives, (stop - start, 1)), dtype=torch.long),
                 step_lr,
             )
         )
