@@ -38,6 +38,12 @@ _LOCK = threading.Lock()
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 CHUNKS_PER_THREAD = 8  # a block is cut in threads x 8 slices, so a slow thread holds no one up
 MAX_GROUP = 32  # a longer run of one center is cut into several groups
+# sigmoid(x) and softplus(-x) = -log sigmoid(x) as tables, linearly interpolated; beyond ±16
+# the sigmoid is 0 or 1 to float32 precision
+SCORE_LIMIT, TABLE_STEPS = 16.0, 4096
+_GRID = np.linspace(-SCORE_LIMIT, SCORE_LIMIT, TABLE_STEPS + 1)
+SIGMOID = (1 / (1 + np.exp(-_GRID))).astype(np.float32)
+NEG_LOG_SIGMOID = np.logaddexp(0, -_GRID).astype(np.float32)
 
 
 @njit(inline="always")
@@ -103,11 +109,20 @@ def draw_negatives(
 
 
 @njit(inline="always")
-def _dot(a: np.ndarray, b: np.ndarray) -> np.float32:
+def _dot(a: np.ndarray, i: np.int32, b: np.ndarray, j: np.int32) -> np.float32:
+    """a[i] · b[j], indexed in place (a row view costs a reference count each time)."""
     f = np.float32(0.0)
-    for d in range(len(a)):
-        f += a[d] * b[d]
+    for d in range(a.shape[1]):
+        f += a[i, d] * b[j, d]
     return f
+
+
+@njit(inline="always")
+def _interpolate(table: np.ndarray, x: np.float32) -> np.float32:
+    """`table` (on the grid of SCORE_LIMIT, TABLE_STEPS) at x in (-SCORE_LIMIT, SCORE_LIMIT)."""
+    at = (x + np.float32(SCORE_LIMIT)) * np.float32(TABLE_STEPS / (2 * SCORE_LIMIT))
+    n = np.int64(at)
+    return table[n] + (at - np.float32(n)) * (table[n + 1] - table[n])
 
 
 @njit(inline="always")
@@ -181,39 +196,42 @@ def _group_step(
     output vectors of `targets` (the center, then the shared negatives; -1 = skipped), all
     scores from the vectors before the step. Returns the group's summed loss."""
     dim, k1 = w_in.shape[1], len(targets)
+    limit = np.float32(SCORE_LIMIT)
     loss = np.float32(0.0)
     for i in range(len(contexts)):
-        v = w_in[contexts[i]]
         for j in range(k1):
+            g[i, j] = 0.0
             if targets[j] < 0:
-                g[i, j] = 0.0
                 continue
-            f = _dot(v, w_out[targets[j]])
-            e = np.exp(-abs(f))  # sigmoid and log-sigmoid from one exp
-            sigmoid = (np.float32(1.0) if f >= 0 else e) / (np.float32(1.0) + e)
-            label = np.float32(1.0) if j == 0 else np.float32(0.0)
-            g[i, j] = (label - sigmoid) * lr
-            loss += max(-f if j == 0 else f, np.float32(0.0)) + np.log(np.float32(1.0) + e)
+            score = _dot(w_in, contexts[i], w_out, targets[j])
+            x = score if j == 0 else -score  # the label's side: log sigmoid(x) is the fit
+            if x <= -limit:
+                g[i, j], loss = (lr if j == 0 else -lr), loss - x
+            elif x < limit:
+                miss = (np.float32(1.0) - _interpolate(SIGMOID, x)) * lr
+                g[i, j] = miss if j == 0 else -miss
+                loss += _interpolate(NEG_LOG_SIGMOID, x)
     for j in range(k1):
         for d in range(dim):
             d_out[j, d] = 0.0
     for i in range(len(contexts)):
-        v = w_in[contexts[i]]
+        c = contexts[i]
         for j in range(k1):
+            step = g[i, j]
             for d in range(dim):
-                d_out[j, d] += g[i, j] * v[d]
+                d_out[j, d] += step * w_in[c, d]
     for i in range(len(contexts)):
-        v = w_in[contexts[i]]
+        c = contexts[i]
         for j in range(k1):
-            if targets[j] >= 0:
-                u = w_out[targets[j]]
+            t, step = targets[j], g[i, j]
+            if t >= 0:
                 for d in range(dim):
-                    v[d] += g[i, j] * u[d]
+                    w_in[c, d] += step * w_out[t, d]
     for j in range(k1):
-        if targets[j] >= 0:
-            u = w_out[targets[j]]
+        t = targets[j]
+        if t >= 0:
             for d in range(dim):
-                u[d] += d_out[j, d]
+                w_out[t, d] += d_out[j, d]
     return loss
 
 
@@ -278,11 +296,11 @@ def loss_sum(
     anything; a negative equal to the output word is skipped."""
     total = 0.0
     for i in prange(len(inputs)):
-        v, o = w_in[inputs[i]], outputs[i]
-        pair = _softplus(-_dot(v, w_out[o]))
+        o = outputs[i]
+        pair = _softplus(-_dot(w_in, inputs[i], w_out, o))
         for j in range(negatives.shape[1]):
             if negatives[i, j] != o:
-                pair += _softplus(_dot(v, w_out[negatives[i, j]]))
+                pair += _softplus(_dot(w_in, inputs[i], w_out, negatives[i, j]))
         total += pair
     return total
 

@@ -3,6 +3,7 @@ that need them, so queries start fast; every user error is one line on stderr.""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -44,6 +45,8 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        gc.freeze()  # the exit then skips collecting what numba and LLVM built: half a second
 
 
 def _prepare_prefect() -> None:

@@ -28,7 +28,7 @@ from tasks.seeding import Stream, rng
 from tasks.stage_task import stage_task
 from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 6
+VERSION = 7
 HELDOUT_MAX_PAIRS = 200_000  # the validation loss needs no more; keeps memory bounded
 BLOCK_ROWS = 1 << 18  # pairs read (and handed to the CPU kernel) at a time
 

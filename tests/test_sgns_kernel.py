@@ -4,7 +4,17 @@ learning rate schedule, same arithmetic; its in-kernel negatives follow count^0.
 import numpy as np
 import torch
 
-from models.sgns_kernel import MAX_GROUP, KernelTrainer, alias_table, loss_sum, train_block
+from models.sgns_kernel import (
+    MAX_GROUP,
+    NEG_LOG_SIGMOID,
+    SCORE_LIMIT,
+    SIGMOID,
+    KernelTrainer,
+    _interpolate,
+    alias_table,
+    loss_sum,
+    train_block,
+)
 from models.skipgram import MIN_LR, train_sgns
 from models.skipgram_torch import mean_loss, sgns_step
 from tasks.negatives import NegativeSampler, noise_distribution
@@ -119,3 +129,14 @@ def test_kernel_learns_with_two_threads() -> None:
 
 def test_one_thread_resumed_from_any_checkpoint_ends_identical() -> None:
     resumes_identically(lambda: kernel_trainer(1), toy_epochs(100, 8_192), [0, 4, 5, 9])
+
+
+def test_the_sigmoid_tables_are_exact_to_a_few_millionths() -> None:
+    x = np.linspace(-SCORE_LIMIT + 1e-3, SCORE_LIMIT - 1e-3, 100_001).astype(np.float32)
+    exact = x.astype(np.float64)
+    for table, function in (
+        (SIGMOID, 1 / (1 + np.exp(-exact))),
+        (NEG_LOG_SIGMOID, np.logaddexp(0, -exact)),
+    ):
+        interpolated = np.array([_interpolate(table, v) for v in x])
+        assert (np.abs(interpolated - function) / np.maximum(function, 1)).max() < 3e-6
