@@ -1,101 +1,153 @@
 """The stages from corpus to vectors, wired once for both callers: the flow (each stage a
 Prefect task, the per-shard stages mapped) and `quijote train` (plain calls, Prefect not
-imported at all, the per-shard stages in forked worker processes, one per core)."""
+imported at all). `quijote train` prepares the data (download to pairs) in a forked child,
+the per-shard stages there in forked workers, one per core, while this process loads the
+compiled training kernels; then it trains.
+
+The data preparation needs no numba, and this module imports it only once the child is
+forked (the negatives and train stages are imported in the functions that run them), so
+that numba's import and set-up overlap the preparation instead of preceding it."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
+import sys
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
+from quijote.errors import QuijoteError
 from quijote.params import Params
 from storage.stages import StageOutput
 from tasks.download import download
-from tasks.negatives import negatives_task
 from tasks.pairs import pairs_task
 from tasks.stage_task import StageTask
 from tasks.subsample import subsample_task
 from tasks.tokenize import tokenize_task
-from tasks.train import train_task
 from tasks.vocab import vocab_task
 
 DEFAULT_CORPUS = ("quijote",)
 
 Stages = dict[str, StageOutput | list[StageOutput]]
+Call = Callable[..., StageOutput]  # (stage, *args) -> its output
+Each = Callable[..., list[StageOutput]]  # (stage, *args, one list item per shard) -> outputs
+T = TypeVar("T")
 
 
 def train_stages(corpus: list[str], params: Params, orchestrated: bool = True) -> Stages:
     """Run the stages from download to train, as Prefect tasks or (`orchestrated=False`) as
     plain functions."""
+    from tasks.negatives import negatives_task  # imports numba: see the module's docstring
+    from tasks.train import train_task
 
-    def call(stage: StageTask, *args: Any) -> StageOutput:
-        if not orchestrated:
-            return stage(*args)
-        return stage.task(*args, return_state=True).result()
+    if orchestrated:
+        call, stages = _as_task, prepare(corpus, params, _as_task, _mapped)
+    else:
+        prepared = forked(lambda: prepare(corpus, params, _plainly, in_workers))
+        load_kernels()
+        call, stages = _plainly, prepared()
+    stages["negatives"] = call(negatives_task, stages["vocab"], params)
+    stages["train"] = call(
+        train_task, stages["vocab"], stages["pairs"], stages["negatives"], params
+    )
+    return stages
 
-    def each(stage: StageTask, *args: Any) -> list[StageOutput]:
-        """`stage` once per shard: list arguments are per shard, the others shared."""
-        if not orchestrated:
-            rows = [_row(args, i) for i in range(len(shards))]
-            return in_workers(stage, rows, meanwhile=load_kernels)
-        from prefect import unmapped
 
-        futures = stage.task.map(*(a if isinstance(a, list) else unmapped(a) for a in args))
-        return [future.result() for future in futures]
-
+def prepare(corpus: list[str], params: Params, call: Call, each: Each) -> Stages:
+    """Download, tokenize, vocab, subsample and pairs."""
     documents = call(download, corpus)
     shards = list(range(documents.meta["documents"]))
     sentences = each(tokenize_task, documents, shards)
     vocab = call(vocab_task, sentences, params)
     subsampled = each(subsample_task, sentences, vocab, params, shards)
     pairs = each(pairs_task, subsampled, params, shards)
-    negatives = call(negatives_task, vocab, params)
-    trained = call(train_task, vocab, pairs, negatives, params)
     return {
         "download": documents,
         "tokenize": sentences,
         "vocab": vocab,
         "subsample": subsampled,
         "pairs": pairs,
-        "negatives": negatives,
-        "train": trained,
     }
 
 
-def _row(args: tuple[Any, ...], i: int) -> list[Any]:
-    return [a[i] if isinstance(a, list) else a for a in args]
+def _plainly(stage: StageTask, *args: Any) -> StageOutput:
+    return stage(*args)
+
+
+def _as_task(stage: StageTask, *args: Any) -> StageOutput:
+    return stage.task(*args, return_state=True).result()
+
+
+def _mapped(stage: StageTask, *args: Any) -> list[StageOutput]:
+    from prefect import unmapped
+
+    futures = stage.task.map(*(a if isinstance(a, list) else unmapped(a) for a in args))
+    return [future.result() for future in futures]
 
 
 PER_SHARD = {stage.name: stage for stage in (tokenize_task, subsample_task, pairs_task)}
 
 
-def in_workers(
-    stage: StageTask, rows: list[list[Any]], meanwhile: Callable[[], None] = lambda: None
-) -> list[StageOutput]:
-    """`stage(*row)` for every row in forked worker processes (as many as cores and rows: the
-    stages hold the GIL), running `meanwhile()` here while they work. Forked, so the workers
-    start at once and inherit what this process has loaded."""
-    workers = min(len(rows), os.cpu_count() or 1)
+def in_workers(stage: StageTask, *args: Any) -> list[StageOutput]:
+    """`stage` once per shard (list arguments are per shard, the others shared), in forked
+    worker processes, as many as cores and shards: the stages hold the GIL."""
+    shards = max(len(a) for a in args if isinstance(a, list))
+    rows = [[a[i] if isinstance(a, list) else a for a in args] for i in range(shards)]
+    workers = min(shards, os.cpu_count() or 1)
+    if workers < 2:
+        return [stage(*row) for row in rows]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(_run, stage.name, row) for row in rows]  # forks every worker
-        meanwhile()
-        return [future.result() for future in futures]
+        return list(pool.map(_run, [stage.name] * shards, rows))
 
 
 def _run(name: str, row: list[Any]) -> StageOutput:
     return PER_SHARD[name](*row)
 
 
+def forked(work: Callable[[], T]) -> Callable[[], T]:
+    """Start `work()` in a forked child; the returned function waits for its result, or
+    raises what it raised (an unexpected error's traceback is printed by the child)."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(reader)
+        try:
+            outcome: tuple[bool, Any] = (True, work())
+        except BaseException as error:
+            if not isinstance(error, QuijoteError | KeyboardInterrupt):
+                traceback.print_exc()
+            outcome = (False, error)
+        try:
+            with os.fdopen(writer, "wb") as pipe:
+                pickle.dump(outcome, pipe)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+    os.close(writer)
+
+    def result() -> T:
+        with os.fdopen(reader, "rb") as pipe:
+            try:
+                succeeded, value = pickle.load(pipe)
+            except EOFError:
+                succeeded, value = False, QuijoteError("data preparation stopped (killed?)")
+        os.waitpid(pid, 0)
+        if not succeeded:
+            raise value
+        return value
+
+    return result
+
+
 def load_kernels() -> None:
-    """Load the compiled kernels from numba's cache (the first compiled call of a process
-    pays numba's set-up), so that workers forked afterwards start with them loaded. Only
-    serial kernels: a process forked after numba has started its thread pool may hang."""
+    """Load the training kernels from numba's cache (the first compiled call of a process
+    pays numba's set-up)."""
     import numpy as np
 
     from models.sgns_kernel import alias_table
-    from tasks.pairs import window_pairs
 
     alias_table(np.ones(1))
-    window_pairs(np.zeros(1, np.int32), np.ones(1, np.int64), 1, np.random.default_rng(0))

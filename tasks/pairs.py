@@ -11,7 +11,6 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-from numba import njit
 
 from quijote.params import Params
 from storage.files import read_row_groups, write_parquet
@@ -27,33 +26,19 @@ VERSION = 4
 def window_pairs(
     ids: np.ndarray, lengths: np.ndarray, window: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Centers and contexts of the sentences given as flat `ids` and their `lengths`."""
-    reach = rng.integers(1, window + 1, size=len(ids)).astype(np.int32)
-    return _window_pairs(ids, lengths.astype(np.int64), reach)
-
-
-@njit(cache=True, nogil=True)
-def _window_pairs(
-    ids: np.ndarray, lengths: np.ndarray, reach: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each center's contexts, left to right, within its sentence, `reach[i]` on each side."""
-    size = 0
-    start = 0
-    for length in lengths:
-        for i in range(start, start + length):
-            size += min(reach[i], i - start) + min(reach[i], start + length - 1 - i)
-        start += length
-    center, context = np.empty(size, np.int32), np.empty(size, np.int32)
-    n = start = 0
-    for length in lengths:
-        end = start + length
-        for i in range(start, end):
-            for j in range(max(start, i - reach[i]), min(end, i + reach[i] + 1)):
-                if j != i:
-                    center[n], context[n] = ids[i], ids[j]
-                    n += 1
-        start = end
-    return center, context
+    """Centers and contexts of the sentences given as flat `ids` and their `lengths`: each
+    center's contexts left to right, within its sentence, its drawn reach on each side."""
+    reach = rng.integers(1, window + 1, size=len(ids))
+    ends = np.cumsum(lengths)
+    position = np.arange(len(ids))
+    left = np.minimum(reach, position - np.repeat(ends - lengths, lengths))
+    right = np.minimum(reach, np.repeat(ends, lengths) - 1 - position)
+    count = left + right
+    center = np.repeat(position, count)
+    rank = np.arange(len(center)) - np.repeat(np.cumsum(count) - count, count)  # in its window
+    before = np.repeat(left, count)
+    context = center - before + rank + (rank >= before)  # the center itself skipped
+    return ids[center], ids[context]
 
 
 def skipgram_pairs(
