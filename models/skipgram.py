@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,6 +93,17 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def read_ahead(blocks: Iterable[Block]) -> Iterator[Block]:
+    """The blocks of `blocks`, each next one read by a background thread while the caller
+    trains on the current one (reading Parquet and the kernel both release the GIL)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
+        iterator = iter(blocks)
+        following = reader.submit(next, iterator, None)
+        while (block := following.result()) is not None:
+            following = reader.submit(next, iterator, None)
+            yield block
+
+
 def train_sgns(
     trainer: Trainer,
     epochs: Callable[[int, int], Iterable[Block]],
@@ -120,7 +132,7 @@ def train_sgns(
             last_save = time.perf_counter()
 
     for epoch in range(at.epoch, n_epochs):
-        for block in epochs(epoch, at.first):
+        for block in read_ahead(epochs(epoch, at.first)):
             at.loss_sum += trainer.train(block, epoch, at.first, at.done)
             at.first += len(block[0])
             at.done += len(block[0])
