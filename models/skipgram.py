@@ -1,9 +1,9 @@
 """Skip-gram with negative sampling (SGNS), trained by SGD as in word2vec, on the CPU or a GPU.
 
 `train_sgns` runs the epochs and measures them; a `Trainer` does the arithmetic: on the CPU the
-compiled Hogwild kernel (`models.sgns_kernel`), on CUDA the batched PyTorch step
-(`models.skipgram_torch`, also the reference the kernel is tested against). This module does
-not import torch, so that the CPU path starts fast.
+compiled Hogwild kernel (`models.sgns_kernel`), on CUDA (or with device `torch`, on the CPU)
+the batched PyTorch trainer (`models.skipgram_torch`, which also holds the reference step the
+kernel is tested against). This module does not import torch, so that the CPU path starts fast.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from quijote.errors import QuijoteError
 
-Block = tuple[np.ndarray, ...]  # centers (B,), contexts (B,) [, negatives (B, K)]
+Block = tuple[np.ndarray, ...]  # centers (B,), contexts (B,); PyTorch's: one (B, 2) tensor
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # centers (B,), contexts (B,), negatives (B, K)
 Progress = Callable[[int, int, int, float], None]  # epoch, pairs done, pairs total, mean loss
 Save = Callable[[dict[str, Any], dict[str, np.ndarray]], None]  # position, trainer state

@@ -79,7 +79,7 @@ class Params(Settings):
     lr: float = 0.025  # start learning rate, decays linearly to lr * 1e-4
     batch_size: int = 4096  # (center, context) pairs per SGD step
     seed: int = 1
-    device: str = "auto"  # auto (CUDA when present), cpu or cuda
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda or torch (the GPU code on the CPU)
     threads: int = 0  # CPU threads for training (0 = all cores)
     checkpoint_seconds: float = 120.0  # training checkpoints: every epoch and this often
     restrict_vocab: int = 0  # benchmarks search only this many most frequent words (0 = all)
@@ -97,7 +97,7 @@ class Params(Settings):
         "lr": "must be a number > 0",
         "batch_size": "must be an integer >= 1",
         "seed": "must be an integer >= 0",
-        "device": "must be auto, cpu or cuda",
+        "device": "must be auto, cpu, cuda or torch (the GPU code on the CPU)",
         "threads": "must be an integer >= 0 (0 = all cores)",
         "checkpoint_seconds": "must be a number >= 0 (0 = after every block of pairs)",
         "restrict_vocab": "must be an integer >= 0 (0 = every word)",
@@ -117,7 +117,7 @@ class Params(Settings):
             "lr": self.lr > 0,
             "batch_size": self.batch_size >= 1,
             "seed": self.seed >= 0,
-            "device": self.device in ("auto", "cpu", "cuda"),
+            "device": self.device in ("auto", "cpu", "cuda", "torch"),
             "threads": self.threads >= 0,
             "checkpoint_seconds": self.checkpoint_seconds >= 0,
             "restrict_vocab": self.restrict_vocab >= 0,

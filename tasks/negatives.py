@@ -46,6 +46,11 @@ class NegativeSampler:
         """The (n, K) int32 negatives of rows first .. first+n-1 of an epoch's pairs."""
         return draw_negatives(self.prob, self.alias, self.key(epoch), first, n, self.k)
 
+    def block_seed(self, epoch: int, first: int) -> int:
+        """The seed of the device generator that shuffles the block of an epoch's pairs from
+        row `first` on and draws its negatives (the GPU path)."""
+        return int(key(self.seed, epoch, Stream.DEVICE_BLOCK, first))
+
     def heldout(self, n: int) -> np.ndarray:
         """The fixed negatives of the n held-out pairs."""
         held = key(self.seed, 0, Stream.HELDOUT_NEGATIVES)

@@ -15,7 +15,7 @@ class Stream(IntEnum):
     SUBSAMPLE = 1
     PAIRS = 2
     NEGATIVES = 3
-    SHUFFLE = 4
+    DEVICE_BLOCK = 4  # the GPU path's generator of a block: its shuffle and its negatives
     HELDOUT_SUBSAMPLE = 5
     HELDOUT_PAIRS = 6
     HELDOUT_NEGATIVES = 7

@@ -1,14 +1,20 @@
 """Train stage: SGNS over the pairs files, negatives drawn from the seeded noise table,
 written as `vectors.parquet` (word, vector). On the CPU the pairs go in file order to the
-compiled Hogwild kernel; on CUDA they are shuffled in blocks and batched for PyTorch. The weights
-are checkpointed after every epoch and every `checkpoint_seconds`, so a killed run goes on from
-there (storage.checkpoints)."""
+compiled Hogwild kernel; on CUDA (and with device `torch`, the same code on the CPU) the row
+groups are decoded by several threads and regrouped into blocks that go to PyTorch whole, to be
+shuffled, given their negatives and batched on the device. The weights are checkpointed after
+every epoch and every `checkpoint_seconds`, so a killed run goes on from there
+(storage.checkpoints)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +34,10 @@ from tasks.seeding import Stream, rng
 from tasks.stage_task import stage_task
 from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 7
+VERSION = 8
 HELDOUT_MAX_PAIRS = 200_000  # the validation loss needs no more; keeps memory bounded
 BLOCK_ROWS = 1 << 18  # pairs read (and handed to the CPU kernel) at a time
+READERS = 4  # threads decoding the pairs files' row groups ahead of the GPU path
 
 log = logging.getLogger("quijote")
 
@@ -57,23 +64,33 @@ def from_row(blocks: Iterator[tuple[int, Block]], start: int) -> Iterator[Block]
         yield center[cut:], context[cut:]
 
 
-def pair_batches(
-    blocks: Iterator[tuple[int, Block]],
-    sampler: NegativeSampler,
-    epoch: int,
-    batch_size: int,
-    seed: int,
-    start: int = 0,
-) -> Iterator[Batch]:
-    """SGD batches of one epoch from row `start` (a batch boundary) on: each block of pairs
-    gets its negatives (row-aligned, in file order), then is shuffled by a permutation seeded
-    with the block's first row and cut into `batch_size` pieces."""
-    for first, (center, context) in blocks:
-        negatives = sampler.draw(epoch, first, len(center))
-        order = rng(seed, epoch, Stream.SHUFFLE, first).permutation(len(center))
-        for begin in range(max(start - first, 0), len(order), batch_size):
-            rows = order[begin : begin + batch_size]
-            yield center[rows], context[rows], negatives[rows]
+def row_groups(
+    files: list[Path], start: int = 0, readers: int = READERS
+) -> Iterator[tuple[int, Block]]:
+    """What `pair_blocks` yields, but a block per row group, decoded by `readers` threads ahead
+    of the caller (the GPU path's reading: decompressing is most of the host's work a pair)."""
+
+    def read(path: Path, group: int) -> Block:
+        table = pq.ParquetFile(path).read_row_group(group)
+        return table["center"].to_numpy(), table["context"].to_numpy()
+
+    def groups() -> Iterator[tuple[int, Callable[[], Block]]]:
+        first = 0
+        for path in files:
+            metadata = pq.ParquetFile(path).metadata
+            for group in range(metadata.num_row_groups):
+                rows = metadata.row_group(group).num_rows
+                if first + rows > start:
+                    yield first, partial(read, path, group)
+                first += rows
+
+    listed = groups()
+    with ThreadPoolExecutor(readers) as pool:
+        ahead = deque((first, pool.submit(call)) for first, call in islice(listed, readers))
+        while ahead:
+            first, block = ahead.popleft()
+            ahead.extend((row, pool.submit(call)) for row, call in islice(listed, 1))
+            yield first, block.result()
 
 
 def heldout_batch(pairs: pa.Table, sampler: NegativeSampler) -> Batch:
@@ -96,7 +113,9 @@ def train_task(
 ) -> StageOutput:
     """Train on every shard's pairs, shard after shard, epoch after epoch, checkpointing as it
     goes; a killed run's checkpoint (same inputs and settings) is picked up where it stopped."""
+    device = resolve_device(params.device)  # each trains its own vectors: part of the key
     settings = params.subset("dim", "negative", "epochs", "lr", "batch_size", "seed")
+    settings["device"] = device
     inputs = [vocab.key, *(shard.key for shard in pairs), negatives.key]
     checkpoint = Checkpoint("train", stage_key("train", VERSION, settings, inputs))
 
@@ -106,7 +125,6 @@ def train_task(
         total = sum(shard.meta["pairs"] for shard in pairs)
         heldout_files = [shard.file(HELDOUT_FILE) for shard in pairs]
 
-        device = resolve_device(params.device)
         trainer: Trainer
         if device == "cpu":
             init = rng(params.seed, 0, Stream.INIT)
@@ -114,18 +132,20 @@ def train_task(
                 len(words), params.dim, params.lr, total, sampler, init, params.threads
             )
         else:
-            from models.skipgram_torch import TorchTrainer
+            from models.skipgram_torch import TorchTrainer, host_blocks
 
-            trainer = TorchTrainer(
-                len(words), params.dim, params.lr, total, params.seed, device, params.threads
-            )
+            trainer = torch_trainer = TorchTrainer(
+                len(words), params.dim, params.lr, total, sampler, params.seed,
+                "cpu" if device == "torch" else device, params.threads, params.batch_size,
+            )  # fmt: skip
         start = resume(checkpoint, trainer)
 
         def epoch_blocks(epoch: int, first: int) -> Iterator[Block]:
-            blocks = pair_blocks([shard.file(epoch_file(epoch)) for shard in pairs], first)
+            files = [shard.file(epoch_file(epoch)) for shard in pairs]
             if device == "cpu":
-                return from_row(blocks, first)
-            return pair_batches(blocks, sampler, epoch, params.batch_size, params.seed, first)
+                return from_row(pair_blocks(files, first), first)
+            blocks = from_row(row_groups(files, first), first)
+            return host_blocks(blocks, torch_trainer.block_rows, torch_trainer.cuda)
 
         heldout = pa.concat_tables(pq.read_table(path) for path in heldout_files)
         with progress_bar("train", total) as report:
@@ -135,7 +155,7 @@ def train_task(
             )  # fmt: skip
         pq.write_table(to_vectors_table(words, result.vectors), out / "vectors.parquet")
         heldout_set = hashlib.sha256("".join(map(file_sha256, heldout_files)).encode())
-        return {
+        meta = {
             "loss_per_epoch": result.loss_per_epoch,
             "heldout_loss_per_epoch": result.heldout_loss_per_epoch,
             "heldout_set": heldout_set.hexdigest(),
@@ -145,6 +165,7 @@ def train_task(
             "device": result.device,
             "resumed_at": {"epoch": start.epoch, "pair": start.first} if start else None,
         }
+        return meta if device == "cpu" else meta | torch_trainer.measurements()
 
     output = run_stage("train", VERSION, settings, inputs, build)
     checkpoint.clear()
