@@ -145,9 +145,18 @@ def forked(work: Callable[[], T]) -> Callable[[], T]:
 
 def load_kernels() -> None:
     """Load the training kernels from numba's cache (the first compiled call of a process
-    pays numba's set-up)."""
+    pays numba's set-up). That set-up imports SciPy's BLAS only to offer np.dot and np.linalg
+    in compiled code, which the kernels do not use; it is hidden from numba meanwhile (a
+    quarter of a second of imports, on the critical path of `quijote train`)."""
     import numpy as np
 
     from models.sgns_kernel import alias_table
 
-    alias_table(np.ones(1))
+    hidden = "scipy.linalg.cython_blas" not in sys.modules
+    if hidden:
+        sys.modules["scipy.linalg.cython_blas"] = None  # type: ignore[assignment]
+    try:
+        alias_table(np.ones(1))
+    finally:
+        if hidden:
+            del sys.modules["scipy.linalg.cython_blas"]

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +32,29 @@ def number_lines(
 ) -> Iterator[str]:
     """The vectors as text, `rows` lines at a time: numbers joined by `sep`, after the word when
     `words` are given, each in the shortest form that reads back as the same float32. Arrow
-    formats them in C++ (3.5 times faster than Python's per-number formatting)."""
+    formats them in C++, a few blocks at once on every core."""
     dim = vectors.shape[1]
-    for start in range(0, len(vectors), rows):
-        block = np.ascontiguousarray(vectors[start : start + rows], dtype=np.float32)
-        numbers = pc.cast(pa.array(block.reshape(-1)), pa.string())
+
+    def block(start: int) -> str:
+        part = np.ascontiguousarray(vectors[start : start + rows], dtype=np.float32)
+        numbers = pc.cast(pa.array(part.reshape(-1)), pa.string())
         offsets = pa.array(np.arange(0, len(numbers) + 1, dim, dtype=np.int32))
         lines = pc.binary_join(pa.ListArray.from_arrays(offsets, numbers), sep)
         if words is not None:
             labels = pa.array(words[start : start + rows], pa.string())
             lines = pc.binary_join_element_wise(labels, lines, sep)
-        yield "\n".join(lines.to_pylist()) + "\n"
+        lines = pc.binary_join_element_wise(lines, "", "\n")  # each line ends in a newline
+        ends = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset :][[0, len(lines)]]
+        return lines.buffers()[2][ends[0] : ends[1]].to_pybytes().decode()
+
+    starts = iter(range(0, len(vectors), rows))
+    workers = os.cpu_count() or 1
+    with ThreadPoolExecutor(workers) as pool:
+        ahead = deque(pool.submit(block, start) for start in islice(starts, workers))
+        while ahead:
+            text = ahead.popleft().result()
+            ahead.extend(pool.submit(block, start) for start in islice(starts, 1))
+            yield text
 
 
 def read_vectors(path: Path) -> Vectors:

@@ -7,7 +7,9 @@ and are streamed to one Parquet file per epoch, a row group per batch of sentenc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -20,22 +22,25 @@ from tasks.seeding import Stream, rng
 from tasks.stage_task import stage_task
 from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 4
+VERSION = 5
 
 
 def window_pairs(
     ids: np.ndarray, lengths: np.ndarray, window: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centers and contexts of the sentences given as flat `ids` and their `lengths`: each
-    center's contexts left to right, within its sentence, its drawn reach on each side."""
-    reach = rng.integers(1, window + 1, size=len(ids))
-    ends = np.cumsum(lengths)
-    position = np.arange(len(ids))
+    center's contexts left to right, within its sentence, its drawn reach on each side. All
+    in int32 (a batch holds at most about 2^20 words): half the memory to fill."""
+    reach = rng.integers(1, window + 1, size=len(ids), dtype=np.int32)
+    lengths = lengths.astype(np.int32, copy=False)
+    ends = np.cumsum(lengths, dtype=np.int32)
+    position = np.arange(len(ids), dtype=np.int32)
     left = np.minimum(reach, position - np.repeat(ends - lengths, lengths))
     right = np.minimum(reach, np.repeat(ends, lengths) - 1 - position)
     count = left + right
     center = np.repeat(position, count)
-    rank = np.arange(len(center)) - np.repeat(np.cumsum(count) - count, count)  # in its window
+    first = np.repeat(np.cumsum(count, dtype=np.int32) - count, count)
+    rank = np.arange(len(center), dtype=np.int32) - first  # the context's place in its window
     before = np.repeat(left, count)
     context = center - before + rank + (rank >= before)  # the center itself skipped
     return ids[center], ids[context]
@@ -62,10 +67,11 @@ def pairs_task(subsampled: StageOutput, params: Params, shard: int) -> StageOutp
             batches = read_row_groups(subsampled.file(name))
             return write_parquet(out / name, PAIRS, skipgram_pairs(batches, params.window, rng))
 
-        per_epoch = [
-            write(epoch_file(e), rng(params.seed, e, Stream.PAIRS, shard))
-            for e in range(params.epochs)
-        ]
+        def epoch(e: int) -> int:
+            return write(epoch_file(e), rng(params.seed, e, Stream.PAIRS, shard))
+
+        with ThreadPoolExecutor(os.cpu_count()) as pool:  # numpy and Parquet release the GIL
+            per_epoch = list(pool.map(epoch, range(params.epochs)))
         heldout = write(HELDOUT_FILE, rng(params.seed, 0, Stream.HELDOUT_PAIRS, shard))
         return {"pairs_per_epoch": per_epoch, "pairs": sum(per_epoch), "heldout_pairs": heldout}
 
