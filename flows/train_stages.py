@@ -40,15 +40,14 @@ T = TypeVar("T")
 def train_stages(corpus: list[str], params: Params, orchestrated: bool = True) -> Stages:
     """Run the stages from download to train, as Prefect tasks or (`orchestrated=False`) as
     plain functions."""
-    from tasks.negatives import negatives_task  # imports numba: see the module's docstring
-    from tasks.train import train_task
-
     if orchestrated:
         call, stages = _as_task, prepare(corpus, params, _as_task, _mapped)
     else:
         prepared = forked(lambda: prepare(corpus, params, _plainly, in_workers))
         load_kernels()
         call, stages = _plainly, prepared()
+    from tasks.negatives import negatives_task  # numba: imported after the fork (see above)
+    from tasks.train import train_task
     stages["negatives"] = call(negatives_task, stages["vocab"], params)
     stages["train"] = call(
         train_task, stages["vocab"], stages["pairs"], stages["negatives"], params
