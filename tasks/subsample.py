@@ -4,7 +4,10 @@ the sentences is held out of training (`heldout.parquet`) to measure a validatio
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -106,25 +109,31 @@ def subsample_task(
     def build(out):
         # the shard's ids once for all epochs (4 bytes a token: bounded by the document)
         training = list(vocabulary_ids(part(False), table["word"]))
-        words_per_epoch: list[int] = []
-        for epoch in range(params.epochs):
-            rng = seeded(params.seed, epoch, Stream.SUBSAMPLE, shard)
-            counted = _count_ids(subsample_ids(training, keep, rng), words_per_epoch)
-            write_parquet(out / epoch_file(epoch), SUBSAMPLED, counted)
-        heldout_words: list[int] = []
+
+        def epoch(e: int) -> int:
+            rng = seeded(params.seed, e, Stream.SUBSAMPLE, shard)
+            return write_ids(out / epoch_file(e), subsample_ids(training, keep, rng))
+
+        with ThreadPoolExecutor(os.cpu_count()) as pool:  # numpy and Parquet release the GIL
+            words_per_epoch = list(pool.map(epoch, range(params.epochs)))
         rng = seeded(params.seed, 0, Stream.HELDOUT_SUBSAMPLE, shard)
-        counted = _count_ids(subsample(part(True), table["word"], keep, rng), heldout_words)
-        write_parquet(out / HELDOUT_FILE, SUBSAMPLED, counted)
-        return {"kept_words_per_epoch": words_per_epoch, "heldout_words": heldout_words[0]}
+        heldout = write_ids(out / HELDOUT_FILE, subsample(part(True), table["word"], keep, rng))
+        return {"kept_words_per_epoch": words_per_epoch, "heldout_words": heldout}
 
     settings = params.subset("sample", "subsample_rule", "epochs", "heldout", "seed")
     settings["shard"] = shard
     return run_stage("subsample", VERSION, settings, [sentences.key, vocab.key], build)
 
 
-def _count_ids(batches: Iterable[pa.RecordBatch], totals: list[int]) -> Iterator[pa.RecordBatch]:
-    total = 0
-    for batch in batches:
-        total += len(batch.column("ids").flatten())
-        yield batch
-    totals.append(total)
+def write_ids(path: Path, batches: Iterable[pa.RecordBatch]) -> int:
+    """Write subsampled sentences to `path`; return the words kept."""
+    words = 0
+
+    def counted() -> Iterator[pa.RecordBatch]:
+        nonlocal words
+        for batch in batches:
+            words += len(batch.column("ids").flatten())
+            yield batch
+
+    write_parquet(path, SUBSAMPLED, counted())
+    return words
