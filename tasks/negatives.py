@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from models.sgns_kernel import alias_table, draw_negatives
 from quijote.params import Params
+from storage.files import write_parquet
 from storage.schemas import NOISE
 from storage.stages import StageOutput, run_stage
 from tasks.seeding import Stream, key
@@ -69,7 +70,7 @@ def negatives_task(vocab: StageOutput, params: Params) -> StageOutput:
         table = pq.read_table(vocab.file("vocab.parquet"))
         probabilities = noise_distribution(table["count"].to_numpy())
         noise = pa.table([table["id"], pa.array(probabilities)], schema=NOISE)
-        pq.write_table(noise, out / "noise.parquet")
+        write_parquet(out / "noise.parquet", NOISE, noise.to_batches())
         return {"negative": params.negative, "seed": params.seed, "power": POWER}
 
     return run_stage("negatives", VERSION, params.subset("negative", "seed"), [vocab.key], build)

@@ -25,7 +25,7 @@ from models.sgns_kernel import KernelTrainer
 from models.skipgram import Batch, Block, Position, Trainer, resolve_device, train_sgns
 from quijote.params import Params
 from storage.checkpoints import Checkpoint
-from storage.files import file_sha256
+from storage.files import file_sha256, write_parquet
 from storage.schemas import vectors as vectors_schema
 from storage.stages import StageOutput, run_stage, stage_key
 from tasks.negatives import NegativeSampler
@@ -153,7 +153,8 @@ def train_task(
                 trainer, epoch_blocks, params.epochs, total, report,
                 heldout_batch(heldout, sampler), start, checkpoint.save, params.checkpoint_seconds,
             )  # fmt: skip
-        pq.write_table(to_vectors_table(words, result.vectors), out / "vectors.parquet")
+        table = to_vectors_table(words, result.vectors)
+        write_parquet(out / "vectors.parquet", table.schema, table.to_batches())
         heldout_set = hashlib.sha256("".join(map(file_sha256, heldout_files)).encode())
         meta = {
             "loss_per_epoch": result.loss_per_epoch,
