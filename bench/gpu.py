@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from speed import CORPORA, ROOT, SETTINGS, commit, run
+from speed import CORPORA, ROOT, SETTINGS, commit, run, save
 
 from quijote.params import Params
 from storage.benchmarks import find_benchmarks
@@ -365,10 +365,7 @@ def main() -> None:
             results["speed"] = speed(
                 work, corpora, args.device, args.words, args.threads, args.batch_size
             )
-    results["load_end"] = os.getloadavg()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"written {out}")
+    save(results, out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from speed import LARGE, QUIJOTE, ROOT, SETTINGS, alternating, commit, machine
+from speed import LARGE, QUIJOTE, ROOT, SETTINGS, alternating, commit, machine, save
 
 from storage.benchmarks import find_benchmarks
 from storage.vectors import read_vectors_file
@@ -120,10 +120,7 @@ def main() -> None:
                 outcome["gate_between_seeds"] = gate_between_seeds(outs[side], benchmarks)
             results[corpus] = report
             print(json.dumps({s: r["summary"] for s, r in report.items()}, indent=1), flush=True)
-    results["load_end"] = os.getloadavg()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"written {out}")
+    save(results, out)
 
 
 if __name__ == "__main__":

@@ -261,6 +261,16 @@ def commit() -> str:
     return head.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
 
 
+def save(results: dict, out: Path) -> None:
+    """Write a benchmark's results JSON, with the load at the end and the CPU time of the
+    processes it ran."""
+    results["load_end"] = os.getloadavg()
+    results["bench_cpu_seconds"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"written {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=3)
@@ -286,11 +296,7 @@ def main() -> None:
                     (work / name).mkdir()
                     results[name] = compare(paths, args.reps, work / name)
                     print(json.dumps({k: v for k, v in results[name].items()}, indent=1))
-    results["load_end"] = os.getloadavg()
-    results["bench_cpu_seconds"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"written {out}")
+    save(results, out)
 
 
 if __name__ == "__main__":
