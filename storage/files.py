@@ -12,10 +12,13 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,6 +26,7 @@ import pyarrow.parquet as pq
 from quijote.errors import QuijoteError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+T, R = TypeVar("T"), TypeVar("R")
 ABANDONED_AFTER_S = 60.0  # a younger unlocked temporary directory may be about to be locked
 
 
@@ -146,3 +150,15 @@ def file_sha256(path: Path) -> str:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def mapped_ahead(function: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
+    """`function(item)` for each item, in order, computed by `threads` threads at most
+    `threads` items ahead of the caller (memory stays bounded)."""
+    pending = iter(items)
+    with ThreadPoolExecutor(threads) as pool:
+        ahead = deque(pool.submit(function, item) for item in islice(pending, threads))
+        while ahead:
+            result = ahead.popleft().result()
+            ahead.extend(pool.submit(function, item) for item in islice(pending, 1))
+            yield result

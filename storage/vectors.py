@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from quijote.errors import QuijoteError, first_line
-from storage.files import atomic_path
+from storage.files import atomic_path, mapped_ahead
 
 Vectors = tuple[list[str], np.ndarray]  # words, (words, dim) float32 matrix
 
@@ -47,14 +44,7 @@ def number_lines(
         ends = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset :][[0, len(lines)]]
         return lines.buffers()[2][ends[0] : ends[1]].to_pybytes().decode()
 
-    starts = iter(range(0, len(vectors), rows))
-    workers = os.cpu_count() or 1
-    with ThreadPoolExecutor(workers) as pool:
-        ahead = deque(pool.submit(block, start) for start in islice(starts, workers))
-        while ahead:
-            text = ahead.popleft().result()
-            ahead.extend(pool.submit(block, start) for start in islice(starts, 1))
-            yield text
+    yield from mapped_ahead(block, range(0, len(vectors), rows), os.cpu_count() or 1)
 
 
 def read_vectors(path: Path) -> Vectors:

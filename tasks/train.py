@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from itertools import islice
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +21,7 @@ from models.sgns_kernel import KernelTrainer
 from models.skipgram import Batch, Block, Position, Trainer, resolve_device, train_sgns
 from quijote.params import Params
 from storage.checkpoints import Checkpoint
-from storage.files import file_sha256, write_parquet
+from storage.files import file_sha256, mapped_ahead, write_parquet
 from storage.schemas import vectors as vectors_schema
 from storage.stages import StageOutput, run_stage, stage_key
 from tasks.negatives import NegativeSampler
@@ -70,27 +66,22 @@ def row_groups(
     """What `pair_blocks` yields, but a block per row group, decoded by `readers` threads ahead
     of the caller (the GPU path's reading: decompressing is most of the host's work a pair)."""
 
-    def read(path: Path, group: int) -> Block:
-        table = pq.ParquetFile(path).read_row_group(group)
-        return table["center"].to_numpy(), table["context"].to_numpy()
+    def read(group: tuple[int, Path, int]) -> tuple[int, Block]:
+        first, path, index = group
+        table = pq.ParquetFile(path).read_row_group(index)
+        return first, (table["center"].to_numpy(), table["context"].to_numpy())
 
-    def groups() -> Iterator[tuple[int, Callable[[], Block]]]:
+    def groups() -> Iterator[tuple[int, Path, int]]:
         first = 0
         for path in files:
             metadata = pq.ParquetFile(path).metadata
-            for group in range(metadata.num_row_groups):
-                rows = metadata.row_group(group).num_rows
+            for index in range(metadata.num_row_groups):
+                rows = metadata.row_group(index).num_rows
                 if first + rows > start:
-                    yield first, partial(read, path, group)
+                    yield first, path, index
                 first += rows
 
-    listed = groups()
-    with ThreadPoolExecutor(readers) as pool:
-        ahead = deque((first, pool.submit(call)) for first, call in islice(listed, readers))
-        while ahead:
-            first, block = ahead.popleft()
-            ahead.extend((row, pool.submit(call)) for row, call in islice(listed, 1))
-            yield first, block.result()
+    return mapped_ahead(read, groups(), readers)
 
 
 def heldout_batch(pairs: pa.Table, sampler: NegativeSampler) -> Batch:
