@@ -48,6 +48,7 @@ def train_stages(corpus: list[str], params: Params, orchestrated: bool = True) -
         call, stages = _plainly, prepared()
     from tasks.negatives import negatives_task  # numba: imported after the fork (see above)
     from tasks.train import train_task
+
     stages["negatives"] = call(negatives_task, stages["vocab"], params)
     stages["train"] = call(
         train_task, stages["vocab"], stages["pairs"], stages["negatives"], params
