@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
 
 from quijote.params import Params
-from storage.files import read_row_groups, write_parquet
+from storage.files import mapped_ahead, read_row_groups, write_parquet
 from storage.schemas import PAIRS
 from storage.stages import StageOutput, run_stage
 from tasks.seeding import Stream, rng
@@ -70,8 +69,8 @@ def pairs_task(subsampled: StageOutput, params: Params, shard: int) -> StageOutp
         def epoch(e: int) -> int:
             return write(epoch_file(e), rng(params.seed, e, Stream.PAIRS, shard))
 
-        with ThreadPoolExecutor(os.cpu_count()) as pool:  # numpy and Parquet release the GIL
-            per_epoch = list(pool.map(epoch, range(params.epochs)))
+        # the epochs in threads: numpy and Parquet release the GIL
+        per_epoch = list(mapped_ahead(epoch, range(params.epochs), os.cpu_count() or 1))
         heldout = write(HELDOUT_FILE, rng(params.seed, 0, Stream.HELDOUT_PAIRS, shard))
         return {"pairs_per_epoch": per_epoch, "pairs": sum(per_epoch), "heldout_pairs": heldout}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from quijote.params import Params
-from storage.files import read_row_groups, write_parquet
+from storage.files import mapped_ahead, read_row_groups, write_parquet
 from storage.schemas import SUBSAMPLED
 from storage.stages import StageOutput, run_stage
 from tasks.seeding import Stream
@@ -114,8 +113,8 @@ def subsample_task(
             rng = seeded(params.seed, e, Stream.SUBSAMPLE, shard)
             return write_ids(out / epoch_file(e), subsample_ids(training, keep, rng))
 
-        with ThreadPoolExecutor(os.cpu_count()) as pool:  # numpy and Parquet release the GIL
-            words_per_epoch = list(pool.map(epoch, range(params.epochs)))
+        # the epochs in threads: numpy and Parquet release the GIL
+        words_per_epoch = list(mapped_ahead(epoch, range(params.epochs), os.cpu_count() or 1))
         rng = seeded(params.seed, 0, Stream.HELDOUT_SUBSAMPLE, shard)
         heldout = write_ids(out / HELDOUT_FILE, subsample(part(True), table["word"], keep, rng))
         return {"kept_words_per_epoch": words_per_epoch, "heldout_words": heldout}
