@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(classify_app, name="classify")
-out = Console()
+out = Console(soft_wrap=not sys.stdout.isatty())  # to a file or a pipe: a line per item
 
 CorpusOption = Annotated[
     list[str] | None,
@@ -45,6 +45,10 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as done:
+        if done.code == 130:  # typer's exit for Ctrl-C in a command, silent otherwise
+            print("interrupted", file=sys.stderr)
+        raise
     finally:
         gc.freeze()  # the exit then skips collecting what numba and LLVM built: half a second
 
@@ -310,16 +314,53 @@ def analogy(a: str, b: str, c: str, k: TopK = 10) -> None:
 
 
 @app.command()
-def sql(query: str) -> None:
+def sql(
+    query: str,
+    max_rows: Annotated[
+        int, typer.Option(min=1, help="Rows shown: the first and the last half.")
+    ] = 40,
+    format_: Annotated[
+        str, typer.Option("--format", help="table, or csv, json (lines) or parquet: every row.")
+    ] = "table",
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="File for --format (/dev/stdout for a pipe).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=0.001, help="Stop the query after this many seconds.")
+    ] = None,
+) -> None:
     """Read-only SQL on the warehouse (views vocab, vectors; table runs; macros neighbors,
-    analogy)."""
-    from storage import warehouse
+    analogy): a table of at most --max-rows rows and the row count, or the whole result
+    with --format."""
+    from storage import queries
 
-    columns, rows = warehouse.query(query)
-    table = Table(*columns)
-    for row in rows:
+    if format_ != "table":
+        if out_file is None:
+            raise QuijoteError(f"--format {format_} needs --out FILE (/dev/stdout for a pipe)")
+        rows = queries.export(query, format_, out_file, timeout)
+        print(f"{rows:,} rows written to {out_file} ({format_})", file=sys.stderr)
+        return
+    if out_file is not None:
+        raise QuijoteError("--out needs --format csv, json or parquet")
+    result = queries.preview(query, max_rows, timeout)
+    table = Table(*result.columns)
+    for row in result.head:
         table.add_row(*(_cell(value) for value in row))
+    if result.tail:
+        table.add_row(*("…" for _ in result.columns))
+        for row in result.tail:
+            table.add_row(*(_cell(value) for value in row))
     out.print(table)
+    shown = len(result.head) + len(result.tail)
+    if not result.counted:
+        out.print(
+            f"more than {result.rows:,} rows (the first {shown} shown; the count stopped after "
+            f"{queries.COUNT_BUDGET_S:g} s: --format csv|json|parquet --out FILE writes them all)"
+        )
+    elif shown < result.rows:
+        out.print(f"{result.rows:,} rows ({shown} shown)")
+    else:
+        out.print(f"{result.rows:,} row{'s' if result.rows != 1 else ''}")
 
 
 def _cell(value: Any) -> str:

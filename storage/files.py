@@ -28,6 +28,8 @@ from quijote.errors import QuijoteError
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 T, R = TypeVar("T"), TypeVar("R")
 ABANDONED_AFTER_S = 60.0  # a younger unlocked temporary directory may be about to be locked
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -46,7 +48,8 @@ def space_for(target: Path) -> Iterator[None]:
 
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; rename it to `final` only if the block succeeds."""
+    """Yield a temporary path beside `final`; rename it to `final` only if the block succeeds
+    (with the permissions of a new file: mkstemp makes it private)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
@@ -54,6 +57,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     try:
         with space_for(final):
             yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import re
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -136,11 +135,6 @@ FROM vectors AS v, q
 WHERE v.word NOT IN (a, b, c)
 ORDER BY similarity DESC, v.word
 LIMIT k"""
-
-# The keywords before the statement an EXPLAIN wraps (leading comments, ANALYZE, options).
-_EXPLAIN_PREFIX = re.compile(
-    r"(?:\s|--[^\n]*|/\*.*?\*/)*EXPLAIN(?:\s+ANALYZE)?(?:\s*\([^)]*\))?", re.IGNORECASE | re.DOTALL
-)
 
 
 @dataclass(frozen=True)
@@ -273,10 +267,13 @@ def _replace_rows(
         )
 
 
-def connect_read_only(db: Path | None = None) -> duckdb.DuckDBPyConnection:
+def connect_read_only(
+    db: Path | None = None, writable: Path | None = None
+) -> duckdb.DuckDBPyConnection:
     """A read-only connection that can read files only inside the data directory (the
-    warehouse's folder). Settings are per database instance: another connection this process
-    holds open on the same file at the same time shares them."""
+    warehouse's folder) and also write the one file `writable`. Settings are per database
+    instance: another connection this process holds open on the same file at the same time
+    shares them."""
     db = _database(db)
     if not db.exists():
         raise QuijoteError(f"no warehouse yet at {db}: run `quijote run` first")
@@ -285,34 +282,14 @@ def connect_read_only(db: Path | None = None) -> duckdb.DuckDBPyConnection:
         locked = conn.execute("SELECT current_setting('lock_configuration')").fetchone()
         if locked != (True,):  # else a connection this process holds open already did this
             conn.execute("SET allowed_directories = ?", [[str(db.parent)]])
+            if writable is not None:
+                conn.execute("SET allowed_paths = ?", [[str(writable)]])
             conn.execute("SET enable_external_access = false")
             conn.execute("SET lock_configuration = true")
     except BaseException:
         conn.close()
         raise
     return conn
-
-
-def query(sql: str, db: Path | None = None) -> tuple[list[str], list[tuple]]:
-    """Run read-only SQL (`quijote sql`): column names and rows of the last statement.
-    Every statement is checked before any runs; only SELECT and EXPLAIN of a SELECT pass."""
-    with closing(connect_read_only(db)) as conn:
-        try:
-            statements = conn.extract_statements(sql)
-            if not statements:
-                raise QuijoteError("no SQL statement given")
-            for statement in statements:
-                kind = _effective_type(conn, statement)
-                if kind != duckdb.StatementType.SELECT:
-                    raise QuijoteError(
-                        f"quijote sql is read-only: {kind.name} statements are not allowed"
-                    )
-            for statement in statements:
-                conn.execute(statement)
-            columns = [column[0] for column in conn.description or []]
-            return columns, conn.fetchall()
-        except duckdb.Error as error:
-            raise QuijoteError(first_line(error)) from error
 
 
 def neighbors(word: str, k: int = 10, db: Path | None = None) -> list[tuple[str, float]]:
@@ -467,17 +444,6 @@ def _run_vectors_ddl(conn: duckdb.DuckDBPyConnection) -> str:
         for run_id, path in runs
     ]
     return "CREATE OR REPLACE VIEW run_vectors AS " + " UNION ALL ".join(parts)
-
-
-def _effective_type(
-    conn: duckdb.DuckDBPyConnection, statement: duckdb.Statement
-) -> duckdb.StatementType:
-    """The statement's type, looking through EXPLAIN (EXPLAIN ANALYZE runs what it explains)."""
-    if statement.type != duckdb.StatementType.EXPLAIN:
-        return statement.type
-    prefix = _EXPLAIN_PREFIX.match(statement.query)
-    inner = conn.extract_statements(statement.query[prefix.end() :]) if prefix else []
-    return _effective_type(conn, inner[0]) if len(inner) == 1 else statement.type
 
 
 def _similar(sql: str, words: list[str], k: int, db: Path | None) -> list[tuple[str, float]]:

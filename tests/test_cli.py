@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -172,6 +174,130 @@ def test_sql_is_read_only(published: Path) -> None:
     assert_one_line_error(quijote(published, "sql", "DROP TABLE runs"), "read-only")
     result = quijote(published, "sql", "SELECT count(*) AS n FROM runs")
     assert result.returncode == 0 and "1" in result.stdout
+
+
+LONG_QUERY = "SELECT sum(range) FROM range(100000000000)"  # a minute or more on two cores
+
+
+def peak_rss_mb(home: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Run `quijote` from a fresh parent that reports its only child's peak memory."""
+    measure = (
+        "import resource, subprocess, sys; "
+        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+        "sys.stdout.write(r.stdout); sys.stderr.write(r.stderr); sys.exit(r.returncode)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", measure, str(QUIJOTE_BIN), *args],
+        capture_output=True, text=True, env=cli_env(home), timeout=120,
+    )  # fmt: skip
+    peak, _, stdout = result.stdout.partition("\n")
+    return subprocess.CompletedProcess(result.args, result.returncode, stdout, result.stderr), int(
+        peak
+    ) / 1024
+
+
+def table_rows(stdout: str) -> list[str]:
+    return [line.strip("│ ").split()[0] for line in stdout.splitlines() if line.startswith("│")]
+
+
+def test_sql_shows_the_first_and_last_rows_of_a_large_result_in_bounded_memory(
+    published: Path,
+) -> None:
+    query = "SELECT range AS n, repeat('x', 100) AS s FROM range(3000000)"  # 3M rows, ~400 MB
+    result, peak_mb = peak_rss_mb(published, "sql", query)
+    assert result.returncode == 0, result.stderr
+    rows = table_rows(result.stdout)
+    assert rows[:2] == ["0", "1"] and rows[19:22] == ["19", "…", "2999980"]
+    assert rows[-1] == "2999999" and len(rows) == 41
+    assert result.stdout.rstrip().endswith("3,000,000 rows (40 shown)")
+    assert peak_mb < 400, peak_mb  # the whole result as Python rows: over 1 GB
+    few = quijote(published, "sql", "--max-rows", "3", "SELECT * FROM range(4)")
+    assert table_rows(few.stdout) == ["0", "1", "…", "3"] and "4 rows (3 shown)" in few.stdout
+    assert table_rows(quijote(published, "sql", "SELECT * FROM range(3)").stdout) == list("012")
+
+
+def test_sql_counts_for_a_bounded_time(published: Path, monkeypatch) -> None:
+    from storage import queries
+
+    monkeypatch.setattr(queries, "COUNT_BUDGET_S", 0.5)
+    preview = queries.preview("SELECT * FROM range(100000000000)", max_rows=10)
+    assert not preview.counted and preview.rows > 10 and not preview.tail
+    assert [row[0] for row in preview.head] == list(range(10))
+
+
+def test_sql_writes_every_row_as_csv_json_or_parquet(published: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    query = "SELECT word, count, vector FROM vocab JOIN vectors USING (word) ORDER BY count DESC"
+    for fmt in ("csv", "json", "parquet"):
+        target = tmp_path / f"out.{fmt}"
+        result = quijote(published, "sql", query, "--format", fmt, "--out", str(target))
+        assert result.returncode == 0 and f"6 rows written to {target}" in result.stderr
+        assert result.stdout == "" and oct(target.stat().st_mode & 0o777) != "0o600"
+    lines = (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[:2] == ["word,count,vector", 'rey,6,"[1.0, 1.0, 0.0]"'] and len(lines) == 7
+    rows = [json.loads(line) for line in (tmp_path / "out.json").read_text().splitlines()]
+    assert rows[-1]["word"] == "niña" and rows[-1]["vector"] == pytest.approx([0.1, 0.2, 1.0])
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.column("word").to_pylist() == WORDS and table.num_rows == 6
+    piped = quijote(published, "sql", "SELECT 1 AS a", "--format", "csv", "--out", "/dev/stdout")
+    assert piped.stdout == "a\n1\n"
+    assert_one_line_error(quijote(published, "sql", "SELECT 1", "--format", "csv"), "--out FILE")
+    bad = quijote(published, "sql", "SELECT 1", "--format", "xml", "--out", str(tmp_path / "x"))
+    assert_one_line_error(bad, "unknown format 'xml'")
+
+
+def test_sql_timeout_stops_a_long_query_and_leaves_no_file(published: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out" / "sum.csv"
+    result = quijote(
+        published, "sql", LONG_QUERY, "--timeout", "1", "--format", "csv", "--out", str(target),
+        timeout=30,
+    )  # fmt: skip
+    assert_one_line_error(result, "query stopped after 1 s (--timeout)")
+    assert not list(target.parent.iterdir())
+    assert_one_line_error(quijote(published, "sql", LONG_QUERY, "--timeout", "0.5"), "after 0.5 s")
+
+
+def test_ctrl_c_stops_a_long_query_with_one_line(published: Path) -> None:
+    process = subprocess.Popen(
+        [str(QUIJOTE_BIN), "sql", LONG_QUERY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(published),
+    )  # fmt: skip
+    try:
+        cpu = Path(f"/proc/{process.pid}/stat")
+        while sum(int(field) for field in cpu.read_text().split()[13:15]) < 150:  # 1.5 s of CPU:
+            assert process.poll() is None  # the query is running, past the imports
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and stderr == "interrupted\n" and stdout == ""
+
+
+def test_the_run_summary_keeps_each_item_on_one_line_in_a_file(home: Path) -> None:
+    reason = "first run: nothing to compare with, " + "and a long reason " * 8
+    stages = {f"stage{i}": {"reused": False, "seconds": 1.5} for i in range(12)}
+    summary = {
+        "run_id": "run-1", "corpus": ["quijote"], "run_dir": "/tmp/run-1", "neighbours": {},
+        "classifier": None, "stages": stages,
+        "metrics": {
+            "corpus_words": 1000, "sentences": 10, "vocab_size": 100, "pairs": 5000,
+            "device": "cpu", "loss_per_epoch": [2.5, 2.4], "heldout_loss": None,
+            "evaluation": [], "gate": {"passed": True, "reasons": [reason]}, "promoted": False,
+        },
+    }  # fmt: skip
+    script = "import json, sys\nfrom quijote.cli import _print_summary as show\n"
+    script += "show(json.loads(sys.argv[1]))"
+    result = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(summary)],
+        capture_output=True, text=True, env=cli_env(home), timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"quality gate passed: the run is current ({reason})" in lines
+    assert any(line.startswith("stages: stage0 1.5s") and "stage11 1.5s" in line for line in lines)
 
 
 def test_export_formats(published: Path, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import storage.stages
 from flows.train_stages import train_stages
 from quijote.errors import QuijoteError
 from quijote.params import Params
-from storage import warehouse
+from storage import queries, warehouse
 from storage.files import atomic_path
 from storage.stages import StageOutput, shards
 from storage.tables import find_labelled
@@ -41,7 +41,7 @@ def published(home: Path) -> Path:
 
 
 def runs_table() -> list[tuple]:
-    return warehouse.query("SELECT run_id, status FROM runs ORDER BY run_id")[1]
+    return queries.query("SELECT run_id, status FROM runs ORDER BY run_id")[1]
 
 
 def row_group_sizes(path: Path, column: str) -> list[int]:
@@ -76,7 +76,7 @@ def row_group_sizes(path: Path, column: str) -> list[int]:
 )  # fmt: skip
 def test_macro_arguments_cannot_read_outside_or_write(published: Path, sql: str, message: str):
     with pytest.raises(QuijoteError, match=re.escape(message)) as error:
-        warehouse.query(sql.format(home=published))
+        queries.query(sql.format(home=published))
     assert "\n" not in str(error.value)
     assert runs_table() == [("run-1", "current")]
     assert sorted(p.name for p in published.parent.iterdir()) == ["data"]
@@ -88,7 +88,7 @@ def test_words_are_parameters_never_sql(published: Path):
             warehouse.neighbors(word)
         with pytest.raises(QuijoteError, match="is not in the vocabulary"):
             warehouse.analogy("rey", word, "mujer")
-    assert warehouse.query("SELECT * FROM neighbors('rey''); DROP TABLE runs; --', 3)")[1] == []
+    assert queries.query("SELECT * FROM neighbors('rey''); DROP TABLE runs; --', 3)")[1] == []
     result = quijote(published, "neighbors", "rey'); DROP TABLE runs; --")
     assert_one_line_error(result, "is not in the vocabulary of the current run")
     assert runs_table() == [("run-1", "current")]
@@ -214,7 +214,7 @@ def test_two_runs_at_once_both_finish_and_readers_never_see_a_mix(home: Path, tm
     seen, errors = Counter(), []
     while any(run.poll() is None for run in runs):
         try:
-            seen[warehouse.query(CURRENT)[1][0]] += 1
+            seen[queries.query(CURRENT)[1][0]] += 1
         except QuijoteError as error:
             errors.append(str(error))
         time.sleep(0.02)

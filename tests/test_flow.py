@@ -18,7 +18,7 @@ from prefect.client.schemas.filters import (
 
 from flows.quijote_embeddings import quijote_embeddings
 from models.classifier import TextClassifier
-from storage import schemas, warehouse
+from storage import queries, schemas, warehouse
 from storage.vectors import read_vectors, write_word2vec
 from tasks.classify import accuracy, read_labelled, stratified_split
 from tests.data import news_csv, quijote_slice
@@ -68,12 +68,12 @@ def test_flow_writes_every_stage_and_publishes(prefect_api, home: Path, corpus: 
     assert current == summary["run_id"]
     assert len(top) == 5 and ("sancho",) not in top
     assert vocab_size == metrics["vocab_size"]
-    _, scores = warehouse.query(
+    _, scores = queries.query(
         "SELECT e.benchmark, e.metric, e.found, e.total FROM runs r JOIN evaluations e "
         "USING (run_id) WHERE r.is_current AND e.benchmark = 'es_ws353'"
     )  # the default benchmarks: the eval/ folder beside the corpus mirror
     assert scores == [("es_ws353", "spearman", scores[0][2], 352)] and scores[0][2] > 0
-    _, stored = warehouse.query("SELECT benchmark, metric, value, found, total FROM evaluations")
+    _, stored = queries.query("SELECT benchmark, metric, value, found, total FROM evaluations")
     assert sorted(stored) == sorted(tuple(row.values()) for row in metrics["evaluation"])
 
 
@@ -173,7 +173,7 @@ def test_the_classifier_is_trained_recorded_and_saved(prefect_api, home: Path, c
     rows = summary["classifier"]["rows"]
     assert [row["mode"] for row in rows] == ["finetune", "frozen", "random"]
     assert all(row["seeds"] == 2 and row["n_validation"] == 6 for row in rows)
-    _, stored = warehouse.query(
+    _, stored = queries.query(
         "SELECT run_id, mode, accuracy, macro_f1 FROM classifier_metrics ORDER BY mode"
     )
     assert stored == [(summary["run_id"], r["mode"], r["accuracy"], r["macro_f1"]) for r in rows]
@@ -211,7 +211,7 @@ def test_a_degenerate_run_is_rejected_and_once_forced_current_never_blocks_a_goo
         f"the current run {forced['run_id']} fails the sanity checks (collapsed"
         in (gate["reasons"][0])
     )
-    _, rows = warehouse.query(
+    _, rows = queries.query(
         "SELECT run_id, status, promoted_at IS NOT NULL FROM runs ORDER BY started_at"
     )
     assert rows == [

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from quijote.errors import QuijoteError
-from storage import warehouse
+from storage import queries, warehouse
 from storage.paths import warehouse_path
 from storage.warehouse import RunRecord
 from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run
@@ -101,7 +101,7 @@ def test_a_new_run_switches_the_views_and_is_the_only_current_one(home: Path, ru
     assert vocab_words() == OTHER_WORDS
     assert runs_table() == [("run-1", "kept", False), ("run-2", "current", True)]
     assert warehouse.neighbors("molino", 1)[0][0] in OTHER_WORDS
-    assert warehouse.query("SELECT DISTINCT typeof(vector) FROM vectors")[1] == [("FLOAT[4]",)]
+    assert queries.query("SELECT DISTINCT typeof(vector) FROM vectors")[1] == [("FLOAT[4]",)]
     current = warehouse.current_run()
     assert current is not None
     assert current["run_id"] == "run-2"
@@ -163,16 +163,16 @@ def test_registration_needs_files_inside_the_data_directory(tmp_path: Path, run:
 
 
 def test_query_runs_read_statements(run: RunRecord):
-    top = warehouse.query("SELECT word, count FROM vocab ORDER BY count DESC LIMIT 2")
+    top = queries.query("SELECT word, count FROM vocab ORDER BY count DESC LIMIT 2")
     assert top == (["word", "count"], [("rey", 6), ("reina", 5)])
-    assert warehouse.query("SELECT * FROM neighbors('rey', 1)")[1][0][0] == "niño"
-    assert "library_version" in warehouse.query("PRAGMA version")[0]
-    assert warehouse.query("EXPLAIN SELECT * FROM vectors")[0] == ["explain_key", "explain_value"]
-    assert warehouse.query("EXPLAIN ANALYZE SELECT count(*) FROM vocab")[1]
-    assert ("vector", "FLOAT[3]") in [row[:2] for row in warehouse.query("DESCRIBE vectors")[1]]
-    assert warehouse.query("SELECT 1 AS a; SELECT 2 AS b") == (["b"], [(2,)])
+    assert queries.query("SELECT * FROM neighbors('rey', 1)")[1][0][0] == "niño"
+    assert "library_version" in queries.query("PRAGMA version")[0]
+    assert queries.query("EXPLAIN SELECT * FROM vectors")[0] == ["explain_key", "explain_value"]
+    assert queries.query("EXPLAIN ANALYZE SELECT count(*) FROM vocab")[1]
+    assert ("vector", "FLOAT[3]") in [row[:2] for row in queries.query("DESCRIBE vectors")[1]]
+    assert queries.query("SELECT 1 AS a; SELECT 2 AS b") == (["b"], [(2,)])
     vocab = str(run.vocab_path).replace("'", "''")
-    assert warehouse.query(f"SELECT count(*) FROM read_parquet('{vocab}')")[1] == [(6,)]
+    assert queries.query(f"SELECT count(*) FROM read_parquet('{vocab}')")[1] == [(6,)]
 
 
 @pytest.mark.parametrize(
@@ -196,7 +196,7 @@ def test_query_rejects_everything_but_reads(home: Path, run: RunRecord, sql: str
     statement = sql.format(home=str(home).replace("'", "''"))
     message = f"quijote sql is read-only: {kind} statements are not allowed"
     with pytest.raises(QuijoteError, match=message):
-        warehouse.query(statement)
+        queries.query(statement)
     assert runs_table() == before
     assert not (home / "out.csv").exists()
     assert not (home / "out.duckdb").exists()
@@ -207,17 +207,17 @@ def test_query_cannot_read_outside_the_data_directory(tmp_path: Path, run: RunRe
     outside.write_text("a,b\n1,2\n")
     for path in (outside, Path("/etc/passwd")):
         with pytest.raises(QuijoteError, match="Permission Error"):
-            warehouse.query(f"SELECT * FROM read_csv('{path}')")
+            queries.query(f"SELECT * FROM read_csv('{path}')")
 
 
 def test_query_errors_are_one_line(run: RunRecord):
     with pytest.raises(QuijoteError, match=r"^Catalog Error: Table with name nowhere") as error:
-        warehouse.query("SELECT * FROM nowhere")
+        queries.query("SELECT * FROM nowhere")
     assert "\n" not in str(error.value)
     with pytest.raises(QuijoteError, match=r"^Parser Error"):
-        warehouse.query("SELEC 1")
+        queries.query("SELEC 1")
     with pytest.raises(QuijoteError, match="no SQL statement"):
-        warehouse.query("  ")
+        queries.query("  ")
 
 
 def test_unknown_words_are_named(run: RunRecord):
@@ -235,7 +235,7 @@ def test_a_missing_warehouse_is_explained(home: Path):
         with pytest.raises(QuijoteError, match=r"no warehouse yet at .*: run `quijote run` first"):
             call()
     with pytest.raises(QuijoteError, match="no warehouse yet"):
-        warehouse.query("SELECT 1")
+        queries.query("SELECT 1")
     assert warehouse.current_run() is None
     assert not warehouse_path().exists()
 
@@ -245,7 +245,7 @@ def test_a_warehouse_without_a_current_run(home: Path):
     with pytest.raises(QuijoteError, match="cannot register run run-1"):
         warehouse.register_run(RunRecord(**{**vars(record), "dim": 4}))
     assert warehouse.current_run() is None
-    assert warehouse.query("SELECT count(*) FROM runs") == (["count_star()"], [(0,)])
+    assert queries.query("SELECT count(*) FROM runs") == (["count_star()"], [(0,)])
     warehouse.register_run(record, status="kept")
     assert warehouse.current_run() is None
     with pytest.raises(QuijoteError, match="no current run"):
@@ -303,13 +303,13 @@ def test_classifier_metrics_per_run_and_mode_come_with_the_run(home: Path, run: 
     )
     again = RunRecord(**{**vars(run), "classifier": [{**row, "accuracy": 0.75}]})
     warehouse.register_run(again)  # replaces
-    columns, rows = warehouse.query("SELECT run_id, mode, accuracy FROM classifier_metrics")
+    columns, rows = queries.query("SELECT run_id, mode, accuracy FROM classifier_metrics")
     assert columns == ["run_id", "mode", "accuracy"] and rows == [("run-1", "finetune", 0.75)]
     broken = RunRecord(**{**vars(run), "run_id": "run-2", "classifier": [{"mode": "frozen"}]})
     with pytest.raises(QuijoteError, match="run-2: a classifier_metrics row has no"):
         warehouse.register_run(broken)
     assert runs_table() == [("run-1", "current", True)]  # nothing of run-2
-    assert warehouse.query("SELECT count(*) FROM classifier_metrics")[1] == [(1,)]
+    assert queries.query("SELECT count(*) FROM classifier_metrics")[1] == [(1,)]
 
 
 def test_benchmark_scores_come_with_the_run_and_join_with_runs(home: Path, run: RunRecord):
@@ -318,7 +318,7 @@ def test_benchmark_scores_come_with_the_run_and_join_with_runs(home: Path, run: 
         {"benchmark": "analogias", "metric": "3cosadd", "value": None, "found": 0, "total": 9},
     ]
     warehouse.register_run(RunRecord(**{**vars(run), "evaluations": rows}))
-    _, found = warehouse.query(
+    _, found = queries.query(
         "SELECT r.run_id, r.status, e.benchmark, e.value, e.found FROM runs r "
         "JOIN evaluations e USING (run_id) ORDER BY e.benchmark"
     )
@@ -326,7 +326,7 @@ def test_benchmark_scores_come_with_the_run_and_join_with_runs(home: Path, run: 
         ("run-1", "current", "analogias", None, 0), ("run-1", "current", "es_rg65", 0.41, 54)
     ]  # fmt: skip
     warehouse.register_run(RunRecord(**{**vars(run), "evaluations": rows[:1]}))  # replaces
-    assert warehouse.query("SELECT count(*) FROM evaluations")[1] == [(1,)]
+    assert queries.query("SELECT count(*) FROM evaluations")[1] == [(1,)]
 
 
 def test_an_operator_promotes_any_finished_run(home: Path, run: RunRecord):
@@ -335,8 +335,8 @@ def test_an_operator_promotes_any_finished_run(home: Path, run: RunRecord):
     warehouse.promote("run-2")
     assert runs_table() == [("run-1", "kept", False), ("run-2", "current", True)]
     assert vocab_words() == OTHER_WORDS
-    assert warehouse.query("SELECT DISTINCT typeof(vector) FROM vectors")[1] == [("FLOAT[4]",)]
-    _, promoted = warehouse.query("SELECT run_id FROM runs WHERE promoted_at IS NOT NULL")
+    assert queries.query("SELECT DISTINCT typeof(vector) FROM vectors")[1] == [("FLOAT[4]",)]
+    _, promoted = queries.query("SELECT run_id FROM runs WHERE promoted_at IS NOT NULL")
     assert promoted == [("run-2",)]
     warehouse.promote("run-1")
     assert runs_table() == [("run-1", "current", True), ("run-2", "kept", False)]
@@ -353,6 +353,6 @@ def test_an_older_warehouse_gets_the_new_column_and_table(home: Path, run: RunRe
         conn.execute("ALTER TABLE runs DROP COLUMN promoted_at")
         conn.execute("DROP TABLE evaluations")
     warehouse.register_run(make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS))
-    _, rows = warehouse.query("SELECT run_id, promoted_at FROM runs ORDER BY run_id")
+    _, rows = queries.query("SELECT run_id, promoted_at FROM runs ORDER BY run_id")
     assert rows == [("run-1", None), ("run-2", None)]
-    assert warehouse.query("SELECT count(*) FROM evaluations")[1] == [(0,)]
+    assert queries.query("SELECT count(*) FROM evaluations")[1] == [(0,)]
