@@ -9,7 +9,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import closing
 from dataclasses import dataclass
@@ -139,11 +139,11 @@ def _run(
             raise QuijoteError(first_line(error)) from error
 
 
-def _interrupt(conn: duckdb.DuckDBPyConnection, future: object) -> None:
+def _interrupt(conn: duckdb.DuckDBPyConnection, future: Future[T]) -> None:
     """Interrupt the connection until the work stops (it may be between two statements)."""
-    while not future.done():  # type: ignore[attr-defined]
+    while not future.done():
         conn.interrupt()
-        wait([future], 0.05)  # type: ignore[list-item]
+        wait([future], 0.05)
 
 
 def _read_statements(conn: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:
