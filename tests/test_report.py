@@ -1,0 +1,205 @@
+"""The run report: which words the word map shows and how it places them, the report's pictures
+(relative links on disk, data URLs in the artifact), and the artifact in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from prefect import flow
+
+from quijote import serve
+from storage import warehouse
+from storage.vectors import read_vectors
+from tasks.report import (
+    FUNCTION_WORDS,
+    PROBE_WORDS,
+    content_words,
+    kmeans,
+    map_selection,
+    plot_loss,
+    plot_word_map,
+    render_report,
+    report_task,
+    tsne_2d,
+)
+from tests.data import make_run
+from tests.test_server import free_port
+
+PNG = b"\x89PNG\r\n\x1a\n"
+CONTENT = ["molino", "gigante", "ínsula", "escudero", "venta", "yelmo", "batán", "cabrero"]
+WORDS = ["de", "que", "y", "la", *PROBE_WORDS, *CONTENT, "1605", "había", "aquel"]
+
+
+def groups(per_group: int = 20, dim: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors in two well separated groups, and each one's group."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2, dim)) * 4
+    group = np.repeat([0, 1], per_group)
+    return centres[group] + rng.normal(size=(2 * per_group, dim)), group
+
+
+def test_content_words_leave_out_function_words_and_numbers() -> None:
+    chosen = [WORDS[i] for i in content_words(WORDS)]
+    assert chosen == [*PROBE_WORDS, *CONTENT]
+    assert {"de", "que", "había", "aquel", "del", "estaba"} <= FUNCTION_WORDS
+
+
+def test_map_selection_puts_the_probes_and_their_neighbours_first() -> None:
+    neighbours = {"sancho": ["de", "ínsula"], "rocinante": ["batán"], "nadie": ["molino"]}
+    chosen = [WORDS[i] for i in map_selection(WORDS, neighbours, 8)]
+    marked = ["sancho", "de", "ínsula", "rocinante", "batán"]
+    assert chosen == [*marked, "quijote", "dulcinea", "caballero"]
+
+
+def test_tsne_and_kmeans_keep_the_groups_apart() -> None:
+    vectors, group = groups()
+    points = tsne_2d(vectors)
+    distances = ((points[:, None] - points[None]) ** 2).sum(axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    assert (group[distances.argmin(axis=1)] == group).all()
+    labels = kmeans(vectors, 2)
+    assert len(set(labels[group == 0])) == len(set(labels[group == 1])) == 1
+    assert labels[0] != labels[-1]
+    np.testing.assert_array_equal(tsne_2d(vectors), points)  # no randomness
+
+
+def run_summary(home: Path, loss: list[float]) -> dict[str, Any]:
+    """A registered run of WORDS in `home` and the summary the report stage gets."""
+    vectors = np.random.default_rng(0).normal(size=(len(WORDS), 8)).astype(np.float32)
+    record = make_run(home / "runs", "r1", WORDS, vectors)
+    warehouse.register_run(record)
+    return {
+        "run_id": "r1",
+        "run_dir": str(home / "runs" / "r1"),
+        "vectors_path": str(record.vectors_path),
+        "corpus": ["quijote"],
+        "metrics": {
+            "corpus_words": 1000,
+            "sentences": 50,
+            "vocab_size": len(WORDS),
+            "pairs": 4000,
+            "device": "cpu",
+            "gate": {"passed": True, "reasons": ["first run: nothing to compare with"]},
+            "promoted": False,
+            "loss_per_epoch": loss,
+            "heldout_loss_per_epoch": [x + 0.1 for x in loss],
+            "evaluation": [],
+        },
+        "stages": {"train": {"reused": False, "seconds": 1.0}},
+    }
+
+
+def test_report_links_its_plots_on_disk_and_embeds_them_in_the_artifact(home: Path) -> None:
+    summary = run_summary(home, [2.5, 2.0])
+    run_dir = Path(summary["run_dir"])
+    plot_loss([2.5, 2.0], [2.6, 2.1], run_dir / "loss.png")
+    words, vectors = read_vectors(Path(summary["vectors_path"]))
+    plot_word_map(words, vectors, {"sancho": ["ínsula"]}, run_dir / "map.png")
+    on_disk = render_report(summary, {"sancho": ["ínsula"]})
+    assert "![Loss per epoch](loss.png)" in on_disk and "![Word map](map.png)" in on_disk
+    embedded = render_report(summary, {"sancho": ["ínsula"]}, embed=True)
+    for name in ("loss.png", "map.png"):
+        data = (run_dir / name).read_bytes()
+        assert data.startswith(PNG)
+        assert f"(data:image/png;base64,{base64.b64encode(data).decode()})" in embedded
+    assert embedded.replace("data:image/png;base64,", "").count("(") == on_disk.count("(")
+
+
+# --- the artifact in a browser -------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# The report's embedded pictures as the page shows them.
+IMAGES = """Array.from(document.images).filter(i => i.src.startsWith('data:image/png'))
+  .map(i => ({alt: i.alt, complete: i.complete, natural: i.naturalWidth,
+              drawn: i.getBoundingClientRect().width}))"""
+
+
+def browse(url: str, screenshot: Path, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Load `url` in headless Chromium until the page shows two decoded PNG data-URL images
+    (or `timeout`), save a screenshot of the whole page and return those images."""
+    from websockets.sync.client import connect  # a Prefect dependency
+
+    with tempfile.TemporaryDirectory() as profile:
+        chrome = subprocess.Popen(
+            [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--window-size=1400,3200",
+             f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + timeout
+            active = Path(profile) / "DevToolsActivePort"  # the port, once it listens
+            while not (active.exists() and len(active.read_text().split()) == 2):
+                assert time.monotonic() < deadline, "chromium did not open its DevTools port"
+                time.sleep(0.1)
+            port = active.read_text().split()[0]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as answer:
+                page = next(t for t in json.load(answer) if t["type"] == "page")
+            with connect(page["webSocketDebuggerUrl"], max_size=None) as socket:
+                calls = iter(range(1, 1_000_000))
+
+                def call(method: str, **params: Any) -> dict[str, Any]:
+                    number = next(calls)
+                    socket.send(json.dumps({"id": number, "method": method, "params": params}))
+                    while (message := json.loads(socket.recv())).get("id") != number:
+                        pass
+                    return message["result"]
+
+                call("Page.navigate", url=url)
+                while time.monotonic() < deadline:
+                    shown = call("Runtime.evaluate", expression=IMAGES, returnByValue=True)
+                    images = shown["result"].get("value") or []
+                    if len(images) == 2 and all(i["complete"] and i["natural"] for i in images):
+                        break
+                    time.sleep(0.5)
+                shot = call("Page.captureScreenshot")  # the window: tall enough for the report
+                screenshot.write_bytes(base64.b64decode(shot["data"]))
+                return images
+        finally:
+            os.killpg(chrome.pid, signal.SIGTERM)
+            chrome.wait()
+
+
+@flow(name="report-check")
+def report_flow(summary: dict[str, Any]) -> dict[str, Any]:
+    return report_task(summary)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium: the browser check needs it")
+def test_the_ui_shows_the_reports_pictures(tmp_path: Path, home: Path) -> None:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    summary = run_summary(home, [2.5, 2.0, 1.8])
+    server_home = tmp_path / "server"
+    try:
+        url = serve.start_server(server_home, free_port(), timeout=120)
+        with temporary_settings({PREFECT_API_URL: url}):
+            report_flow(summary)
+        with serve.client(url) as client:
+            key = ArtifactFilter(key=ArtifactFilterKey(any_=["quijote-report"]))
+            (artifact,) = client.read_artifacts(artifact_filter=key)
+        ui = url.removesuffix("/api")
+        for version, route in (("v1", ""), ("v2", "/v2")):
+            screenshot = tmp_path / f"report-{version}.png"
+            images = browse(f"{ui}{route}/artifacts/artifact/{artifact.id}", screenshot)
+            assert [i["alt"] for i in images] == ["Loss per epoch", "Word map"], screenshot
+            run_dir = Path(summary["run_dir"])
+            for image, name in zip(images, ("loss.png", "map.png"), strict=True):
+                width = int.from_bytes((run_dir / name).read_bytes()[16:20], "big")
+                assert image["complete"] and image["natural"] == width, (image, screenshot)
+                assert image["drawn"] >= 400, (image, screenshot)
+    finally:
+        serve.stop(server_home)
