@@ -100,7 +100,8 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 def pca_2d(vectors: np.ndarray) -> np.ndarray:
     """The first two principal components of the (unit-normalised) vectors."""
-    centred = _unit(vectors) - _unit(vectors).mean(axis=0)
+    unit = _unit(vectors)
+    centred = unit - unit.mean(axis=0)
     _, _, components = np.linalg.svd(centred, full_matrices=False)
     return centred @ components[:2].T
 
