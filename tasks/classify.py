@@ -6,15 +6,23 @@ to start its embedding (finetune, frozen, random) on the same split and seeds.
 Training is Adam on shuffled mini-batches for a fixed number of epochs (no early stopping:
 with a few hundred texts, holding out a slice of the training part to stop on costs more
 than it saves; the defaults below were tuned on splits of the training part of the Spanish
-fake-news corpus, see bench/classifier.py). Every random draw derives from `seed`: the same
-data and parameters give the same model on the CPU.
+fake-news corpus, see bench/classifier.py), on one torch thread: the ops are small, a second
+thread costs more than it saves (and spins while the cores are busy), and the model does not
+depend on the machine's core count. Every random draw derives from `seed`: the same data and
+parameters give the same model on the CPU. compare_modes trains its models in forked worker
+processes, one per core: the same models as one after another.
 """
 
 from __future__ import annotations
 
+import math
+import multiprocessing
+import os
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -201,12 +209,12 @@ def train(
     targets = torch.tensor([index[label] for label in labels], dtype=torch.long)
     encoded = [model.ids(tokens) for tokens in texts]
     embedding, head = module.embedding.weight, list(module.head.parameters())
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), one_thread():
         torch.manual_seed(params.seed)  # dropout
         order_generator = torch.Generator().manual_seed(params.seed)
-        optimizers = [torch.optim.Adam(head, lr=params.lr)]
+        optimizers: list[torch.optim.Optimizer | RowAdam] = [torch.optim.Adam(head, lr=params.lr)]
         if embedding.requires_grad:  # sparse gradients: only the rows of the batch move
-            optimizers.append(torch.optim.SparseAdam([embedding], lr=params.lr))
+            optimizers.append(RowAdam(embedding, lr=params.lr))
         module.train()
         for _ in range(params.epochs):
             order = torch.randperm(len(encoded), generator=order_generator)
@@ -220,6 +228,60 @@ def train(
                     optimizer.step()
     module.eval()
     return model
+
+
+class RowAdam:
+    """torch.optim.SparseAdam for one weight with sparse gradients (an embedding's), the same
+    arithmetic in the same order, so the same weights to the bit; it gathers and scatters the
+    batch's rows of its moments instead of masking and adding sparse tensors, which costs more
+    than the arithmetic."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.weight, self.lr, self.betas, self.eps = weight, lr, betas, eps
+        self.exp_avg = torch.zeros_like(weight)
+        self.exp_avg_sq = torch.zeros_like(weight)
+        self.steps = 0
+
+    def zero_grad(self) -> None:
+        self.weight.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One Adam step on the rows the gradient holds (no gradient: no step)."""
+        if self.weight.grad is None:
+            return
+        self.steps += 1  # SparseAdam counts a step even when the gradient is empty
+        grad = self.weight.grad.coalesce()  # the update is non-linear: one value per row
+        rows, values = grad.indices()[0], grad.values()
+        if not len(rows):
+            return
+        beta1, beta2 = self.betas
+        old = self.exp_avg.index_select(0, rows)
+        exp_avg = values.sub(old).mul_(1 - beta1).add_(old)
+        old = self.exp_avg_sq.index_select(0, rows)
+        exp_avg_sq = values.pow(2).sub_(old).mul_(1 - beta2).add_(old)
+        self.exp_avg.index_copy_(0, rows, exp_avg)
+        self.exp_avg_sq.index_copy_(0, rows, exp_avg_sq)
+        step_size = self.lr * math.sqrt(1 - beta2**self.steps) / (1 - beta1**self.steps)
+        update = exp_avg.div_(exp_avg_sq.sqrt_().add_(self.eps)).mul_(-step_size)
+        self.weight.index_add_(0, rows, update)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread meanwhile."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def accuracy(true: Sequence[str], predicted: Sequence[str]) -> float:
@@ -289,24 +351,77 @@ def compare_modes(
     the same seeds (params.seed, params.seed + 1, …: params.seeds models per mode); one row
     per mode with the mean and the sample std over seeds of accuracy and macro-F1."""
     train_rows, validation_rows = stratified_split(labels, params.validation, params.seed)
-    train_part = _take(texts, labels, train_rows)
-    validation_part = _take(texts, labels, validation_rows)
+    split = Split(_take(texts, labels, train_rows), _take(texts, labels, validation_rows), vectors)
     sizes = {"n_train": len(train_rows), "n_validation": len(validation_rows)}
+    modes = list(modes or (MODES if vectors is not None else ("random",)))
+    jobs = [
+        (params.with_(mode=mode, seed=params.seed + i), i == 0)
+        for mode in modes
+        for i in range(params.seeds)
+    ]
+    done = iter(_fit_each(split, jobs))
     comparison = Comparison([], {})
-    for mode in modes or (MODES if vectors is not None else ("random",)):
-        models = [
-            train(*train_part, vectors, params.with_(mode=mode, seed=params.seed + i))
-            for i in range(params.seeds)
-        ]
-        runs = [evaluate(model, *validation_part) for model in models]
+    for mode in modes:
+        runs = [next(done) for _ in range(params.seeds)]
         row: dict[str, Any] = {"mode": mode}
         for metric in ("accuracy", "macro_f1"):
-            values = np.array([run[metric] for run in runs])
+            values = np.array([metrics[metric] for metrics, _ in runs])
             row[metric] = float(values.mean())
             row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         comparison.rows.append({**row, "seeds": params.seeds, **sizes})
-        comparison.first[mode] = models[0], {**runs[0], **sizes}
+        metrics, model = runs[0]
+        assert model is not None
+        comparison.first[mode] = model, {**metrics, **sizes}
     return comparison
+
+
+@dataclass(frozen=True)
+class Split:
+    """The texts and labels to train on and to measure on, with the vectors."""
+
+    train: tuple[list[Sequence[str]], list[str]]
+    validation: tuple[list[Sequence[str]], list[str]]
+    vectors: Vectors | None
+
+    def fit(
+        self, params: ClassifyParams, keep: bool
+    ) -> tuple[dict[str, float], TextClassifier | None]:
+        """Train a model and measure it (on one torch thread, as in a worker process): its
+        metrics, and the model if `keep`."""
+        with one_thread():
+            model = train(*self.train, self.vectors, params)
+            return evaluate(model, *self.validation), model if keep else None
+
+
+Job = tuple[ClassifyParams, bool]  # Split.fit's arguments
+
+
+def _fit_each(
+    split: Split, jobs: Sequence[Job]
+) -> list[tuple[dict[str, float], TextClassifier | None]]:
+    """split.fit(*job) for every job, in forked worker processes (one per core, which inherit
+    the split), or one after another where there is one core or the process may not have
+    children (a daemon: a Dask worker)."""
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers < 2 or multiprocessing.current_process().daemon:
+        return [split.fit(*job) for job in jobs]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, context, _start_worker, (split,)) as pool:
+        return list(pool.map(_fit_inherited, jobs))
+
+
+_inherited: list[Split] = []  # in a worker process: the split it was started with
+
+
+def _start_worker(split: Split) -> None:
+    """One torch thread before any torch op: GNU OpenMP's threads do not survive a fork, and
+    a forked process that starts a parallel region waits for them forever."""
+    torch.set_num_threads(1)
+    _inherited.append(split)
+
+
+def _fit_inherited(job: Job) -> tuple[dict[str, float], TextClassifier | None]:
+    return _inherited[0].fit(*job)
 
 
 def _take(

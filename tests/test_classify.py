@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -24,6 +26,7 @@ from storage.tables import DEFAULT_LABELLED, Labelled, find_labelled, read_colum
 from storage.vectors import read_vectors_file, word2vec_lines
 from tasks.classify import (
     ClassifyParams,
+    RowAdam,
     accuracy,
     classify_task,
     compare_modes,
@@ -169,6 +172,24 @@ def test_training_is_deterministic_and_learns_the_topics() -> None:
     assert metrics["accuracy"] >= 0.8 and metrics["n_validation"] == 6
 
 
+def test_row_adam_moves_the_weights_as_sparse_adam_does_to_the_bit() -> None:
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(50, 4, generator=generator)
+    mine, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    optimizers = RowAdam(mine, lr=0.05), torch.optim.SparseAdam([theirs], lr=0.05)
+    for size in (30, 30, 0, 30, 5):  # rows repeat within a batch; one batch has no row
+        ids = torch.randint(0, 50, (size,), generator=generator)
+        offsets = torch.tensor([0, size // 3, 2 * size // 3])
+        target = torch.randn(3, 4, generator=generator)
+        for weight, optimizer in zip((mine, theirs), optimizers, strict=True):
+            loss = ((F.embedding_bag(ids, weight, offsets, sparse=True) - target) ** 2).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        assert torch.equal(mine, theirs)
+    assert not torch.equal(mine, start)
+
+
 def test_save_and_load_predict_identically(tmp_path: Path) -> None:
     texts, labels = tokenized()
     model = train(texts, labels, tiny_vectors(), FAST.with_(hidden=4, dropout=0.2))
@@ -202,6 +223,21 @@ def test_compare_modes_uses_one_split_and_the_same_seeds() -> None:
     again, again_metrics = fit_and_evaluate(texts, labels, tiny_vectors(), FAST)
     assert metrics == {k: again_metrics[k] for k in metrics}
     assert torch.equal(model.module.embedding.weight, again.module.embedding.weight)
+
+
+def test_compare_modes_trains_the_same_models_in_workers_and_in_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    texts, labels = tokenized()
+    in_workers = compare_modes(texts, labels, tiny_vectors(), FAST)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    in_turn = compare_modes(texts, labels, tiny_vectors(), FAST)
+    assert in_workers.rows == in_turn.rows
+    for mode, (model, metrics) in in_workers.first.items():
+        again, again_metrics = in_turn.first[mode]
+        assert metrics == again_metrics
+        weights = model.module.state_dict().values(), again.module.state_dict().values()
+        assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
 
 
 def test_classify_stage_compares_saves_the_finetuned_model_and_is_reused(

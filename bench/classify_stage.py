@@ -1,0 +1,89 @@
+"""Wall time of the default run's classify stage: the classify stage (tasks.classify.classify_task,
+called without Prefect) on the default labelled table with the default ClassifyParams and the
+vectors of the default corpus and parameters, each run in a fresh data directory (no reuse);
+median and every run, and the per-mode accuracy and macro-F1 (mean ± std over seeds).
+
+    .venv/bin/python bench/classify_stage.py [--home /tmp/quijote-bench-classify] [--runs 3]
+
+The vectors are trained once by the pipeline's own stages without Prefect and cached under
+--home; writes bench/results/classify-stage-<date>-<commit>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from flows.train_stages import DEFAULT_CORPUS, train_stages
+from quijote.params import Params
+from storage.tables import DEFAULT_LABELLED, find_labelled
+from tasks.classify import VERSION, ClassifyParams, classify_task
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", type=Path, default=Path("/tmp/quijote-bench-classify"))
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    os.environ["QUIJOTE_HOME"] = str(args.home)
+    trained = train_stages(list(DEFAULT_CORPUS), Params(), orchestrated=False)["train"]
+    assert not isinstance(trained, list)
+    table = find_labelled(DEFAULT_LABELLED, "Text", "Topic")
+    assert table is not None, "no labelled table in the corpus mirror"
+    params = ClassifyParams()
+    seconds, meta = [], {}
+    for _ in range(args.runs):
+        with tempfile.TemporaryDirectory() as home:
+            os.environ["QUIJOTE_HOME"] = home
+            started = time.perf_counter()
+            output = classify_task(trained, table, params)
+            seconds.append(round(time.perf_counter() - started, 2))
+            meta = output.meta
+        print(f"classify stage: {seconds[-1]} s", flush=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    report = {
+        "date": date.today().isoformat(),
+        "commit": commit,
+        "classify_version": VERSION,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "load_average": os.getloadavg(),
+        },
+        "data": str(table.path),
+        "vectors": str(trained.path),
+        "params": params.to_dict(),
+        "seconds": seconds,
+        "median_seconds": statistics.median(seconds),
+        "rows": meta["rows"],
+    }
+    out = ROOT / "bench" / "results" / f"classify-stage-{report['date']}-{commit}.json"
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"median {report['median_seconds']} s over {args.runs} runs")
+    for row in meta["rows"]:
+        print(
+            f"{row['mode']:9} accuracy {row['accuracy']:.3f}±{row['accuracy_std']:.3f}"
+            f"  macro-F1 {row['macro_f1']:.3f}±{row['macro_f1_std']:.3f}"
+        )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
