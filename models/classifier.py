@@ -152,7 +152,7 @@ def build(
         raise QuijoteError(f"mode {mode} needs vectors: give a vectors file, or use random")
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the linear layers' default init
+        torch.default_generator.manual_seed(seed)  # the linear layers' default init
         module = BagClassifier(len(vocab), len(labels), dim, hidden, dropout)
     weight = torch.randn(len(vocab), dim, generator=generator)
     if mode != "random":

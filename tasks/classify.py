@@ -42,7 +42,7 @@ from storage.vectors import Vectors, read_vectors
 from tasks.stage_task import stage_task
 from tasks.tokenize import split_sentences
 
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class ClassifyParams(Settings):
     dim: int = 100  # embedding size without vectors (random); pretrained modes take theirs
     min_count: int = 1  # words seen fewer times in the training texts are left out
     max_df: float = 0.5  # words in more than this share of the training texts too (stop words)
-    epochs: int = 20
+    epochs: int = 10
     lr: float = 0.05  # Adam (SparseAdam for the embedding)
     batch_size: int = 32
     dropout: float = 0.0  # on the mean embedding (and the hidden layer)
@@ -208,69 +208,69 @@ def train(
     index = {name: i for i, name in enumerate(names)}
     targets = torch.tensor([index[label] for label in labels], dtype=torch.long)
     encoded = [model.ids(tokens) for tokens in texts]
-    embedding, head = module.embedding.weight, list(module.head.parameters())
     with torch.random.fork_rng(devices=[]), one_thread():
-        torch.manual_seed(params.seed)  # dropout
+        torch.default_generator.manual_seed(params.seed)  # dropout
         order_generator = torch.Generator().manual_seed(params.seed)
-        optimizers: list[torch.optim.Optimizer | RowAdam] = [torch.optim.Adam(head, lr=params.lr)]
-        if embedding.requires_grad:  # sparse gradients: only the rows of the batch move
-            optimizers.append(RowAdam(embedding, lr=params.lr))
+        weights = [w for w in module.parameters() if w.requires_grad]  # frozen: the head only
+        optimizer = RowAdam(weights, lr=params.lr)
         module.train()
         for _ in range(params.epochs):
             order = torch.randperm(len(encoded), generator=order_generator)
             for batch in order.split(params.batch_size):
                 ids, offsets = bags([encoded[i] for i in batch])
                 loss = F.cross_entropy(module(ids, offsets), targets[batch])
-                for optimizer in optimizers:
-                    optimizer.zero_grad()
+                optimizer.zero_grad()
                 loss.backward()
-                for optimizer in optimizers:
-                    optimizer.step()
+                optimizer.step()
     module.eval()
     return model
 
 
 class RowAdam:
-    """torch.optim.SparseAdam for one weight with sparse gradients (an embedding's), the same
-    arithmetic in the same order, so the same weights to the bit; it gathers and scatters the
-    batch's rows of its moments instead of masking and adding sparse tensors, which costs more
-    than the arithmetic."""
+    """Adam as torch.optim.SparseAdam computes it, for weights with sparse gradients (the
+    embedding's: only the gradient's rows move, and to the bit as SparseAdam moves them) or
+    dense ones (every row moves). It gathers and scatters the gradient's rows of the moments
+    instead of masking and adding sparse tensors, and does without torch.optim, whose first
+    optimizer in a process imports torch._dynamo."""
 
     def __init__(
         self,
-        weight: torch.Tensor,
+        weights: Sequence[torch.Tensor],
         lr: float,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
     ) -> None:
-        self.weight, self.lr, self.betas, self.eps = weight, lr, betas, eps
-        self.exp_avg = torch.zeros_like(weight)
-        self.exp_avg_sq = torch.zeros_like(weight)
+        self.weights, self.lr, self.betas, self.eps = list(weights), lr, betas, eps
+        self.moments = [(torch.zeros_like(w), torch.zeros_like(w)) for w in self.weights]
         self.steps = 0
 
     def zero_grad(self) -> None:
-        self.weight.grad = None
+        for weight in self.weights:
+            weight.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
-        """One Adam step on the rows the gradient holds (no gradient: no step)."""
-        if self.weight.grad is None:
-            return
-        self.steps += 1  # SparseAdam counts a step even when the gradient is empty
-        grad = self.weight.grad.coalesce()  # the update is non-linear: one value per row
-        rows, values = grad.indices()[0], grad.values()
-        if not len(rows):
-            return
+        """One Adam step of every weight that has a gradient (counted even when a sparse
+        gradient is empty, as SparseAdam counts it)."""
+        self.steps += 1
         beta1, beta2 = self.betas
-        old = self.exp_avg.index_select(0, rows)
-        exp_avg = values.sub(old).mul_(1 - beta1).add_(old)
-        old = self.exp_avg_sq.index_select(0, rows)
-        exp_avg_sq = values.pow(2).sub_(old).mul_(1 - beta2).add_(old)
-        self.exp_avg.index_copy_(0, rows, exp_avg)
-        self.exp_avg_sq.index_copy_(0, rows, exp_avg_sq)
         step_size = self.lr * math.sqrt(1 - beta2**self.steps) / (1 - beta1**self.steps)
-        update = exp_avg.div_(exp_avg_sq.sqrt_().add_(self.eps)).mul_(-step_size)
-        self.weight.index_add_(0, rows, update)
+        for weight, (exp_avg, exp_avg_sq) in zip(self.weights, self.moments, strict=True):
+            if weight.grad is None:
+                continue
+            if weight.grad.is_sparse:
+                grad = weight.grad.coalesce()  # the update is non-linear: one value per row
+                rows, values = grad.indices()[0], grad.values()
+            else:
+                rows, values = torch.arange(len(weight)), weight.grad
+            old = exp_avg.index_select(0, rows)
+            mean = values.sub(old).mul_(1 - beta1).add_(old)
+            old = exp_avg_sq.index_select(0, rows)
+            square = values.pow(2).sub_(old).mul_(1 - beta2).add_(old)
+            exp_avg.index_copy_(0, rows, mean)
+            exp_avg_sq.index_copy_(0, rows, square)
+            update = mean.div_(square.sqrt_().add_(self.eps)).mul_(-step_size)
+            weight.index_add_(0, rows, update)
 
 
 @contextmanager

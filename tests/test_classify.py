@@ -176,7 +176,7 @@ def test_row_adam_moves_the_weights_as_sparse_adam_does_to_the_bit() -> None:
     generator = torch.Generator().manual_seed(0)
     start = torch.randn(50, 4, generator=generator)
     mine, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
-    optimizers = RowAdam(mine, lr=0.05), torch.optim.SparseAdam([theirs], lr=0.05)
+    optimizers = RowAdam([mine], lr=0.05), torch.optim.SparseAdam([theirs], lr=0.05)
     for size in (30, 30, 0, 30, 5):  # rows repeat within a batch; one batch has no row
         ids = torch.randint(0, 50, (size,), generator=generator)
         offsets = torch.tensor([0, size // 3, 2 * size // 3])
