@@ -52,11 +52,11 @@ class ClassifyParams(Settings):
     mode: str = "finetune"  # finetune, frozen (pretrained embedding not trained) or random
     validation: float = 0.2  # share of each label held out for validation
     seed: int = 1  # the split and the first model; compare_modes uses seed .. seed+seeds-1
-    seeds: int = 5  # models per mode in compare_modes
+    seeds: int = 3  # models per mode in compare_modes
     dim: int = 100  # embedding size without vectors (random); pretrained modes take theirs
     min_count: int = 1  # words seen fewer times in the training texts are left out
     max_df: float = 0.5  # words in more than this share of the training texts too (stop words)
-    epochs: int = 10
+    epochs: int = 20
     lr: float = 0.05  # Adam (SparseAdam for the embedding)
     batch_size: int = 32
     dropout: float = 0.0  # on the mean embedding (and the hidden layer)
@@ -354,22 +354,23 @@ def compare_modes(
     split = Split(_take(texts, labels, train_rows), _take(texts, labels, validation_rows), vectors)
     sizes = {"n_train": len(train_rows), "n_validation": len(validation_rows)}
     modes = list(modes or (MODES if vectors is not None else ("random",)))
-    jobs = [
-        (params.with_(mode=mode, seed=params.seed + i), i == 0)
+    runs = {
+        (mode, i): params.with_(mode=mode, seed=params.seed + i)
         for mode in modes
         for i in range(params.seeds)
-    ]
-    done = iter(_fit_each(split, jobs))
+    }
+    order = sorted(runs, key=lambda run: run[0] == "frozen")  # quick (the head only): last
+    fitted = _fit_each(split, [(runs[run], run[1] == 0) for run in order])
+    results = dict(zip(order, fitted, strict=True))
     comparison = Comparison([], {})
     for mode in modes:
-        runs = [next(done) for _ in range(params.seeds)]
         row: dict[str, Any] = {"mode": mode}
         for metric in ("accuracy", "macro_f1"):
-            values = np.array([metrics[metric] for metrics, _ in runs])
+            values = np.array([results[mode, i][0][metric] for i in range(params.seeds)])
             row[metric] = float(values.mean())
             row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         comparison.rows.append({**row, "seeds": params.seeds, **sizes})
-        metrics, model = runs[0]
+        metrics, model = results[mode, 0]
         assert model is not None
         comparison.first[mode] = model, {**metrics, **sizes}
     return comparison
