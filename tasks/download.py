@@ -1,20 +1,17 @@
 """Download stage: a corpus spec (registered name, URL, file or directory) -> cleaned documents.
 
 `fetch` resolves a spec to raw files on disk (mirror first, then the network, downloads kept
-in `data/raw/` by content hash); `clean_text` turns raw bytes into normalised text; the
-`download` task writes one `documents.parquet` row per file.
+in `data/raw/` by content hash); `tasks.sources` reads each file by its kind into documents;
+the `download` task writes one `documents.parquet` row per document.
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import http.client
 import logging
-import re
 import tempfile
 import time
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -30,11 +27,13 @@ from storage import paths
 from storage.files import file_sha256, space_for, write_parquet
 from storage.schemas import DOCUMENTS
 from storage.stages import StageOutput, run_stage
+from tasks import sources
+from tasks.sources import TEXT_FILES, Reading, file_format
 from tasks.stage_task import stage_task
 
 logger = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2
 TIMEOUT_S = 30.0  # per network operation (connect, each read)
 MAX_SECONDS = 3600.0  # a download attempt still receiving after this long is refused
 MAX_BYTES = 1 << 30  # a download larger than this is refused (urllib follows 10 redirects)
@@ -75,18 +74,29 @@ REGISTERED: dict[str, Registered] = {
 # --- fetch ----------------------------------------------------------------------------------
 
 
-def fetch(spec: str, mirror: Path | None, raw_dir: Path) -> list[RawFile]:
+def fetch(
+    spec: str, mirror: Path | None, raw_dir: Path, reading: Reading = TEXT_FILES
+) -> list[RawFile]:
     """Resolve a corpus spec to raw files: a registered name, an http(s) URL, a local file or
-    a directory (its `*.txt` files, sorted by name)."""
+    a directory (the files `reading` selects in it, at any depth, sorted by path)."""
     kind = corpus_kind(spec)
     if kind == "name":
         return [_fetch_registered(spec, REGISTERED[spec], mirror, raw_dir)]
     if kind == "url":
         return [_fetch_url(spec, mirror, raw_dir)]
     path = Path(spec).expanduser()
-    if kind == "file":
-        return [RawFile(str(path), path, file_sha256(path))]
-    return _fetch_directory(path)
+    files = [path] if kind == "file" else _directory_files(path, reading)
+    return [RawFile(str(p), p, file_sha256(p)) for p in files]
+
+
+def check_corpus(spec: str, reading: Reading) -> None:
+    """Fail now, in one line, on a spec that names nothing usable or a local corpus that
+    cannot be read as asked (each file is read up to its first text)."""
+    kind = corpus_kind(spec)
+    path = Path(spec).expanduser()
+    if kind in ("file", "directory"):
+        for file in [path] if kind == "file" else _directory_files(path, reading):
+            sources.check(file, str(file), reading)
 
 
 def corpus_kind(spec: str) -> str:
@@ -107,8 +117,7 @@ def corpus_kind(spec: str) -> str:
             raise QuijoteError(f"no such file or directory: {spec}")
     raise QuijoteError(
         f"unrecognised corpus {spec!r}: expected a registered name "
-        f"({', '.join(sorted(REGISTERED))}), an http(s) URL, a text file "
-        "or a directory of .txt files"
+        f"({', '.join(sorted(REGISTERED))}), an http(s) URL, a corpus file or a directory"
     )
 
 
@@ -116,23 +125,23 @@ def _looks_like_path(spec: str) -> bool:
     return "/" in spec or "\\" in spec or spec.startswith((".", "~")) or bool(Path(spec).suffix)
 
 
-def _fetch_directory(directory: Path) -> list[RawFile]:
-    """The `.txt` files directly inside `directory`, by name; hidden files are skipped."""
+def _directory_files(directory: Path, reading: Reading) -> list[Path]:
+    """The files in `directory` and its subfolders that `reading` selects, by path."""
     files = sorted(
         p
-        for p in directory.iterdir()
-        if p.suffix.lower() == ".txt" and not p.name.startswith(".") and p.is_file()
+        for p in directory.rglob("*")
+        if reading.selects(p.relative_to(directory).as_posix()) and p.is_file()
     )
     if not files:
-        raise QuijoteError(f"no .txt files in directory {directory}")
-    return [RawFile(str(p), p, file_sha256(p)) for p in files]
+        raise QuijoteError(f"no {reading.wanted} in directory {directory} (or its subfolders)")
+    return files
 
 
 def _fetch_registered(name: str, entry: Registered, mirror: Path | None, raw_dir: Path) -> RawFile:
     """Mirror by file name, mirror by checksum, an earlier download, then the network."""
     found = _find_in_mirror(entry, mirror)
     if found is None:
-        cached = raw_dir / f"{entry.sha256}.txt"
+        cached = raw_dir / _raw_name(entry.sha256, entry.filenames[0])
         if cached.is_file() and file_sha256(cached) == entry.sha256:
             found = cached
     if found is None:
@@ -172,15 +181,20 @@ def _fetch_url(url: str, mirror: Path | None, raw_dir: Path) -> RawFile:
 # --- download -------------------------------------------------------------------------------
 
 
+def _raw_name(sha256: str, filename: str) -> str:
+    """A downloaded file's name: its content hash and the ending that tells its format."""
+    return sha256 + file_format(filename).suffix
+
+
 def _download(
     url: str, raw_dir: Path, filename: str, mirror: Path | None, expected: str | None = None
 ) -> tuple[Path, str]:
-    """Download `url` into `raw_dir/<sha256>.txt`, retrying transient failures."""
+    """Download `url` into `raw_dir/<sha256>.<format>`, retrying transient failures."""
     raw_dir.mkdir(parents=True, exist_ok=True)
     reason = ""
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return _download_once(url, raw_dir, expected)
+            return _download_once(url, raw_dir, filename, expected)
         except HTTPError as e:
             e.close()
             reason = f"HTTP {e.code} " + " ".join(str(e.reason).split())  # redirect loops: 3 lines
@@ -201,7 +215,9 @@ def _download(
     raise QuijoteError(f"could not download {url} ({reason}); to work offline {offline}")
 
 
-def _download_once(url: str, raw_dir: Path, expected: str | None) -> tuple[Path, str]:
+def _download_once(
+    url: str, raw_dir: Path, filename: str, expected: str | None
+) -> tuple[Path, str]:
     """One attempt: stream to a temporary file in `raw_dir`, check size, time and checksum,
     then rename it to its content hash (the final name is only known once every byte is read)."""
     request = Request(url, headers={"User-Agent": USER_AGENT})
@@ -234,7 +250,7 @@ def _download_once(url: str, raw_dir: Path, expected: str | None) -> tuple[Path,
                 f"{url} has sha256 {sha256}, expected {expected}: the file changed upstream "
                 "or the download is corrupt; put the expected file in the mirror directory"
             )
-        final = raw_dir / f"{sha256}.txt"
+        final = raw_dir / _raw_name(sha256, filename)
         part.replace(final)
         return final, sha256
 
@@ -243,73 +259,25 @@ def _too_large(url: str) -> QuijoteError:
     return QuijoteError(f"{url} is larger than the download limit of {MAX_BYTES:,} bytes")
 
 
-# --- clean ----------------------------------------------------------------------------------
-
-_SNIFF_BYTES = 64 * 1024
-_MAX_CONTROL_SHARE = 0.05
-# C0 controls other than tab, LF, VT, FF, CR, plus DEL: (almost) never in text.
-_CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
-# cp1252 differs from latin-1 only in 0x80-0x9F; bytes cp1252 leaves undefined stay latin-1.
-_CP1252_OVER_LATIN1 = {
-    b: bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in range(0x80, 0xA0)
-}
-_GUTENBERG_START = re.compile(
-    r"^\*{3}\s*START OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b.*$", re.IGNORECASE | re.MULTILINE
-)
-_GUTENBERG_END = re.compile(
-    r"^\*{3}\s*END OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b.*$", re.IGNORECASE | re.MULTILINE
-)
-
-
-def clean_text(raw: bytes, source: str) -> str:
-    """Decode (UTF-8, else cp1252/latin-1), normalise line ends and Unicode (NFC), and strip a
-    Project Gutenberg header and footer. Binary or letterless input raises QuijoteError."""
-    text = _decode(raw, source)
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
-    start = _GUTENBERG_START.search(text)
-    begin = start.end() if start else 0
-    end = _GUTENBERG_END.search(text, begin)
-    text = text[begin : end.start() if end else len(text)].strip()
-    if not any(c.isalpha() for c in text):
-        raise QuijoteError(
-            f"{source} has no words: it is empty or holds only punctuation, digits and symbols"
-        )
-    return text
-
-
-def _decode(raw: bytes, source: str) -> str:
-    for bom, encoding in ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
-        if raw.startswith(bom):
-            return raw[len(bom) :].decode(encoding, errors="replace")
-    head = raw[:_SNIFF_BYTES]
-    controls = len(head) - len(head.translate(None, _CONTROL_BYTES))
-    if b"\x00" in head or controls > _MAX_CONTROL_SHARE * len(head):
-        raise QuijoteError(f"{source} looks like a binary file, not text")
-    offset = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    try:
-        return raw[offset:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        logger.warning(
-            "%s is not valid UTF-8 (first bad byte at offset %d); decoding it as Windows-1252",
-            source,
-            offset + e.start,
-        )
-        return raw[offset:].decode("latin-1").translate(_CP1252_OVER_LATIN1)
-
-
 # --- task -----------------------------------------------------------------------------------
 
 
 @stage_task("download")
-def download(corpus: list[str]) -> StageOutput:
-    """Fetch every corpus spec and write their cleaned texts to `documents.parquet`."""
+def download(
+    corpus: list[str], text_field: str | None = None, glob: str | None = None
+) -> StageOutput:
+    """Fetch every corpus spec and write their documents to `documents.parquet`, each with the
+    sha256 of its text: the key of the per-document stages."""
     if not corpus:
         raise QuijoteError("no corpus given: name at least one (for example --corpus quijote)")
+    reading = Reading(text_field, glob)
+    for spec in corpus:
+        check_corpus(spec, reading)
     mirror, raw_dir = paths.mirror_dir(), paths.raw_dir()
     raws: list[RawFile] = []
     seen: set[str] = set()
     for spec in corpus:
-        for raw in fetch(spec, mirror, raw_dir):
+        for raw in fetch(spec, mirror, raw_dir, reading):
             if raw.sha256 in seen:
                 logger.warning("skipping %s: same content as an earlier corpus file", raw.source)
             else:
@@ -317,23 +285,27 @@ def download(corpus: list[str]) -> StageOutput:
                 raws.append(raw)
 
     def build(out_dir: Path) -> dict[str, Any]:
+        hashes: list[str] = []
         characters = 0
 
         def batches() -> Iterator[pa.RecordBatch]:
             nonlocal characters
             for raw in raws:
-                text = clean_text(raw.path.read_bytes(), raw.source)
-                characters += len(text)
-                yield pa.RecordBatch.from_pydict(
-                    {"source": [raw.source], "sha256": [raw.sha256], "text": [text]},
-                    schema=DOCUMENTS,
-                )
+                for text in sources.documents(raw.path, raw.source, reading):
+                    hashes.append(hashlib.sha256(text.encode()).hexdigest())
+                    characters += len(text)
+                    yield pa.RecordBatch.from_pydict(
+                        {"source": [raw.source], "sha256": [hashes[-1]], "text": [text]},
+                        schema=DOCUMENTS,
+                    )
 
         documents = write_parquet(out_dir / "documents.parquet", DOCUMENTS, batches())
         return {
             "documents": documents,
             "characters": characters,
             "sources": [r.source for r in raws],
+            "inputs": hashes,  # in place of the files' hashes: what the per-document stages read
         }
 
-    return run_stage("download", VERSION, {}, [r.sha256 for r in raws], build)
+    params = {"text_field": text_field, "glob": glob}
+    return run_stage("download", VERSION, params, [r.sha256 for r in raws], build)

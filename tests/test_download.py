@@ -1,15 +1,15 @@
-"""Download stage: spec resolution, mirror, downloads (against a loopback server) and cleaning."""
+"""Download stage: spec resolution, mirror, downloads (against a loopback server) and the
+documents it writes (how each kind of file is read: tests/test_sources.py)."""
 
 from __future__ import annotations
 
-import codecs
+import gzip
 import hashlib
-import logging
+import json
 import re
 import socket
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +21,7 @@ import pytest
 from quijote.errors import QuijoteError
 from storage.schemas import DOCUMENTS
 from tasks import download as dl
+from tasks.sources import Reading
 from tests.data import CORPORA, QUIJOTE
 
 SPANISH = "¿Dónde está el niño? ¡Años de pingüinos en la Mancha!\n"
@@ -115,78 +116,6 @@ def files_in(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
-# --- clean_text -----------------------------------------------------------------------------
-
-
-def test_clean_bom_crlf_and_nfc() -> None:
-    raw = codecs.BOM_UTF8 + "Espan\u0303a\r\nsen\u0303or\rfin\r\n".encode()
-    assert dl.clean_text(raw, "x") == "España\nseñor\nfin"
-
-
-@pytest.mark.parametrize(
-    ("start", "end"),
-    [
-        ("*** START OF THE PROJECT GUTENBERG EBOOK EL LIBRO ***", "*** END OF THE PROJECT"),
-        ("*** START OF THIS PROJECT GUTENBERG EBOOK OTRO ***", "*** END OF THIS PROJECT"),
-        ("***start of the project gutenberg ebook, tres ***", "***  end of the project"),
-    ],
-)
-def test_clean_strips_gutenberg_header_and_footer(start: str, end: str) -> None:
-    text = f"The Project Gutenberg eBook\r\nTitle: X\r\n{start}\r\n\r\nCapítulo I\r\n"
-    text += f"En un lugar\r\n{end} GUTENBERG EBOOK X ***\r\nLicence: Project Gutenberg\r\n"
-    assert dl.clean_text(text.encode(), "x") == "Capítulo I\nEn un lugar"
-
-
-def test_clean_keeps_text_without_markers() -> None:
-    assert dl.clean_text(b"  Title\n\nSome *** text\n", "x") == "Title\n\nSome *** text"
-
-
-@pytest.mark.skipif(not QUIJOTE.exists(), reason="shared corpora not present")
-def test_clean_real_quijote() -> None:
-    raw = QUIJOTE.read_bytes()
-    assert raw.startswith(codecs.BOM_UTF8) and b"\r\n" in raw
-    text = dl.clean_text(raw, str(QUIJOTE))
-    assert text.startswith("El ingenioso hidalgo don Quijote de la Mancha\n")
-    assert text.endswith("Vale.\n\nFin")
-    assert "Dulcinea" in text and "Rocinante" in text
-    assert "Gutenberg" not in text and "\r" not in text and "\ufeff" not in text
-    assert unicodedata.is_normalized("NFC", text)
-
-
-def test_clean_latin1_twin_is_identical(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger=dl.__name__):
-        latin1 = dl.clean_text(SPANISH.encode("latin-1"), "latin.txt")
-    assert latin1 == dl.clean_text(SPANISH.encode(), "utf8.txt")
-    assert "latin.txt" in caplog.text and "offset 0" in caplog.text
-
-
-def test_clean_cp1252_twin_is_identical() -> None:
-    text = "“Comillas” — y puntos… 5 €\n" + SPANISH
-    assert dl.clean_text(text.encode("cp1252"), "x") == dl.clean_text(text.encode(), "y")
-    assert dl.clean_text(b"a\x81b", "x") == "a\x81b"  # undefined in cp1252: kept as latin-1
-
-
-def test_clean_utf16_with_bom() -> None:
-    assert dl.clean_text(SPANISH.encode("utf-16"), "x") == SPANISH.strip()
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", b"text" + bytes(range(1, 9)) * 50 + b"more text"],
-)
-def test_clean_rejects_binary(raw: bytes) -> None:
-    with pytest.raises(QuijoteError, match=r"^img\.png looks like a binary file, not text$"):
-        dl.clean_text(raw, "img.png")
-
-
-@pytest.mark.parametrize(
-    "raw", [b"", codecs.BOM_UTF8 + b" \r\n 1605 -- 1615\r\n", "¡¿...!? «—» ;:, 1/2 ½ §\n".encode()]
-)
-def test_clean_rejects_text_without_words(raw: bytes) -> None:
-    with pytest.raises(QuijoteError, match=r"^e\.txt has no words: it is empty or holds only"):
-        dl.clean_text(raw, "e.txt")
-
-
 # --- fetch: local specs ---------------------------------------------------------------------
 
 
@@ -212,20 +141,30 @@ def test_fetch_unrecognised(spec: str, tmp_path: Path) -> None:
         dl.fetch(spec, None, tmp_path)
 
 
-def test_fetch_directory(tmp_path: Path) -> None:
-    for name in ("b.txt", "a.txt", "c.md", ".hidden.txt"):
-        (tmp_path / name).write_text(name)
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "d.txt").write_text("d")
-    raws = dl.fetch(str(tmp_path), None, tmp_path / "raw")
-    assert [r.path.name for r in raws] == ["a.txt", "b.txt"]
-    assert raws[0] == dl.RawFile(str(tmp_path / "a.txt"), tmp_path / "a.txt", sha(b"a.txt"))
+def tree(root: Path, names: list[str]) -> Path:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name)
+    return root
 
 
-def test_fetch_directory_without_txt(tmp_path: Path) -> None:
-    (tmp_path / "notes.md").write_text("x")
-    with pytest.raises(QuijoteError, match=r"^no \.txt files in directory "):
+def test_fetch_directory_at_any_depth(tmp_path: Path) -> None:
+    names = ["b.txt", "a.txt", "c.md", ".hidden.txt", "sub/d.txt.gz", "sub/deep/e.TXT"]
+    books = tree(tmp_path / "books", [*names, ".git/f.txt", "sub/g.jsonl"])
+    raws = dl.fetch(str(books), None, tmp_path / "raw")
+    relative = [r.path.relative_to(books).as_posix() for r in raws]
+    assert relative == ["a.txt", "b.txt", "sub/d.txt.gz", "sub/deep/e.TXT"]
+    assert raws[0] == dl.RawFile(str(books / "a.txt"), books / "a.txt", sha(b"a.txt"))
+    jsonl = dl.fetch(str(books), None, tmp_path / "raw", Reading(glob="*.jsonl"))
+    assert [r.path for r in jsonl] == [books / "sub" / "g.jsonl"]
+
+
+def test_fetch_directory_without_matching_files(tmp_path: Path) -> None:
+    tree(tmp_path, ["notes.md", "sub/more.md"])
+    with pytest.raises(QuijoteError, match=r"^no \.txt files in directory .* \(or its subfolders"):
         dl.fetch(str(tmp_path), None, tmp_path / "raw")
+    with pytest.raises(QuijoteError, match=r"^no files matching '\*\.csv' in directory "):
+        dl.fetch(str(tmp_path), None, tmp_path / "raw", Reading(glob="*.csv"))
 
 
 # --- fetch: registered names and the mirror -------------------------------------------------
@@ -393,6 +332,13 @@ def test_an_endless_body_is_cut_by_size_and_a_slow_one_by_time(
     assert server.routes["/drip.txt"].hits == 1 and files_in(tmp_path) == []
 
 
+def test_url_download_keeps_the_format_in_its_name(tmp_path: Path, server: Server) -> None:
+    dump = gzip.compress(b'{"text": "En un lugar de la Mancha"}\n')
+    url = server.serve("/oscar/es_part_1.jsonl.gz?download=1", Reply(200, dump))
+    [raw] = dl.fetch(url, None, tmp_path)
+    assert raw.path == tmp_path / f"{sha(dump)}.jsonl.gz"
+
+
 def test_a_url_name_cannot_reach_outside_the_mirror(tmp_path: Path, server: Server) -> None:
     mirror = tmp_path / "mirror"
     mirror.mkdir()
@@ -434,3 +380,46 @@ def test_download_task_writes_documents_and_is_cached(home: Path) -> None:
 def test_download_task_needs_a_corpus(home: Path) -> None:
     with pytest.raises(QuijoteError, match="no corpus"):
         dl.download([])
+
+
+def text_sha(text: str) -> str:
+    return sha(text.encode())
+
+
+def test_download_task_reads_every_kind_and_keys_documents_by_their_text(home: Path) -> None:
+    books = home / "books"
+    (books / "sub").mkdir(parents=True)
+    (books / "libro.txt.gz").write_bytes(gzip.compress(BOOK))
+    records = [{"id": 1, "texto": "Uno."}, {"id": 2, "texto": "Dos."}]
+    (books / "sub" / "news.jsonl").write_text("\n".join(map(json.dumps, records)))
+    plain = home / "libro.txt"
+    plain.write_bytes(BOOK)
+    first = dl.download([str(books), str(plain)], text_field="texto", glob="*")
+    table = pq.read_table(first.file("documents.parquet")).to_pydict()
+    texts = ["En un lugar de la Mancha", "Uno.\n\nDos.", "En un lugar de la Mancha"]
+    assert table["text"] == texts
+    assert table["source"] == [
+        str(books / "libro.txt.gz"),
+        str(books / "sub/news.jsonl"),
+        str(plain),
+    ]
+    assert table["sha256"] == first.meta["inputs"] == [text_sha(t) for t in texts]
+    assert first.meta["params"] == {"text_field": "texto", "glob": "*"}
+
+    again = dl.download([str(books), str(plain)], text_field="texto", glob="*")
+    assert again.reused and again.key == first.key
+    plain_only, with_field = dl.download([str(plain)]), dl.download([str(plain)], "texto")
+    assert plain_only.key != with_field.key  # the options are part of the key...
+    assert plain_only.meta["inputs"] == with_field.meta["inputs"]  # ...not of the documents'.
+
+
+def test_download_task_checks_every_local_file_before_any_work(home: Path) -> None:
+    books = home / "books"
+    books.mkdir()
+    (books / "a.jsonl").write_text('{"texto": "Uno."}\n')
+    (books / "b.jsonl").write_text('{"text": "Dos."}\n')
+    with pytest.raises(QuijoteError, match=r"^no field 'texto' in line 1 of .*b\.jsonl; its "):
+        dl.download([str(books)], text_field="texto", glob="*.jsonl")
+    with pytest.raises(QuijoteError, match=r"a\.jsonl holds records: name their text field"):
+        dl.download([str(books)], glob="*.jsonl")
+    assert not (home / "home").exists()
