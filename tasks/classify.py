@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import pickle
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -408,7 +409,7 @@ def _fit_each(
         return [split.fit(*job) for job in jobs]
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, context, _start_worker, (split,)) as pool:
-        return list(pool.map(_fit_inherited, jobs))
+        return [pickle.loads(result) for result in pool.map(_fit_inherited, jobs)]
 
 
 _inherited: list[Split] = []  # in a worker process: the split it was started with
@@ -421,8 +422,10 @@ def _start_worker(split: Split) -> None:
     _inherited.append(split)
 
 
-def _fit_inherited(job: Job) -> tuple[dict[str, float], TextClassifier | None]:
-    return _inherited[0].fit(*job)
+def _fit_inherited(job: Job) -> bytes:
+    """The result pickled by value (a pool would pass the model's tensors through shared
+    memory, of which a container may have little)."""
+    return pickle.dumps(_inherited[0].fit(*job))
 
 
 def _take(
