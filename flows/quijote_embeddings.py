@@ -30,14 +30,18 @@ def quijote_embeddings(
     classifier: dict[str, Any] | None = None,
     benchmarks: tuple[str, ...] | None = None,
     promote: bool = False,
+    text_field: str | None = None,
+    glob: str | None = None,
 ) -> dict[str, Any]:
-    """Train skip-gram vectors on `corpus` (names, URLs, files or directories), score them on
-    `benchmarks` (similarity and analogy files; None: the eval/ folder beside the corpus
-    mirror, () for none), judge them against the warehouse's current run, train the text
-    classifier on `labelled` (a CSV or Parquet file, or a path inside the corpus mirror; None
-    for no classifier), publish them (as the current run if the vectors pass, or whatever the
-    gate says with `promote`) and report. `params` overrides the defaults in quijote.params,
-    `classifier` those of tasks.classify.ClassifyParams."""
+    """Train skip-gram vectors on `corpus` (names, URLs, files or directories: see README
+    "Corpora"; `text_field` names the text of JSON lines, CSV or Parquet records, `glob` the
+    files to read in a directory or zip archive), score them on `benchmarks` (similarity and
+    analogy files; None: the eval/ folder beside the corpus mirror, () for none), judge them
+    against the warehouse's current run, train the text classifier on `labelled` (a CSV or
+    Parquet file, or a path inside the corpus mirror; None for no classifier), publish them (as
+    the current run if the vectors pass, or whatever the gate says with `promote`) and report.
+    `params` overrides the defaults in quijote.params, `classifier` those of
+    tasks.classify.ClassifyParams."""
     from tasks.classify import ClassifyParams, classify_task  # torch: not for `quijote train`
 
     log = get_run_logger()
@@ -50,7 +54,7 @@ def quijote_embeddings(
     if not sets:
         log.warning("no benchmark files: no evaluate stage this run")
     started_at = datetime.now(UTC)
-    stages = train_stages(list(corpus), settings)
+    stages = train_stages(list(corpus), settings, text_field=text_field, glob=glob)
     if sets:
         stages["evaluate"] = evaluate_task.task(
             stages["train"], sets, settings, return_state=True

@@ -37,13 +37,19 @@ Each = Callable[..., list[StageOutput]]  # (stage, *args, one list item per shar
 T = TypeVar("T")
 
 
-def train_stages(corpus: list[str], params: Params, orchestrated: bool = True) -> Stages:
+def train_stages(
+    corpus: list[str],
+    params: Params,
+    orchestrated: bool = True,
+    text_field: str | None = None,
+    glob: str | None = None,
+) -> Stages:
     """Run the stages from download to train, as Prefect tasks or (`orchestrated=False`) as
-    plain functions."""
+    plain functions; `text_field` and `glob` tell the download stage how to read the corpus."""
     if orchestrated:
-        call, stages = _as_task, prepare(corpus, params, _as_task, _mapped)
+        call, stages = _as_task, prepare(corpus, params, _as_task, _mapped, text_field, glob)
     else:
-        prepared = forked(lambda: prepare(corpus, params, _plainly, in_workers))
+        prepared = forked(lambda: prepare(corpus, params, _plainly, in_workers, text_field, glob))
         load_kernels()
         call, stages = _plainly, prepared()
     from tasks.negatives import negatives_task  # numba: imported after the fork (see above)
@@ -56,9 +62,16 @@ def train_stages(corpus: list[str], params: Params, orchestrated: bool = True) -
     return stages
 
 
-def prepare(corpus: list[str], params: Params, call: Call, each: Each) -> Stages:
+def prepare(
+    corpus: list[str],
+    params: Params,
+    call: Call,
+    each: Each,
+    text_field: str | None,
+    glob: str | None,
+) -> Stages:
     """Download, tokenize, vocab, subsample and pairs."""
-    documents = call(download, corpus)
+    documents = call(download, corpus, text_field, glob)
     shards = list(range(documents.meta["documents"]))
     sentences = each(tokenize_task, documents, shards)
     vocab = call(vocab_task, sentences, params)

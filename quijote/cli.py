@@ -30,7 +30,17 @@ out = Console(soft_wrap=not sys.stdout.isatty())  # to a file or a pipe: a line 
 
 CorpusOption = Annotated[
     list[str] | None,
-    typer.Option("--corpus", "-c", help="URL, file, directory of .txt, or a name (quijote)."),
+    typer.Option("--corpus", "-c", help="A name (quijote), URL, file or directory (README)."),
+]
+TextFieldOption = Annotated[
+    str | None, typer.Option(help="The text field of JSON lines, CSV or Parquet corpus files.")
+]
+GlobOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Files to read in directory and zip corpora, at any depth, such as '*.jsonl.gz' "
+        "(default: .txt files, compressed or not)."
+    ),
 ]
 TopK = Annotated[int, typer.Option("-k", min=1, help="How many words.")]
 
@@ -117,6 +127,8 @@ def _parse_settings(pairs: list[str]) -> dict[str, str]:
 @app.command()
 def run(
     corpus: CorpusOption = None,
+    text_field: TextFieldOption = None,
+    glob: GlobOption = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", "-s", help="A parameter, key=value.")
     ] = None,
@@ -157,15 +169,17 @@ def run(
     from storage.benchmarks import find_benchmarks
     from storage.tables import DEFAULT_LABELLED, find_labelled
     from tasks.classify import ClassifyParams
-    from tasks.download import corpus_kind
+    from tasks.download import check_corpus
+    from tasks.sources import Reading
 
     settings = _parse_settings(set_ or [])
     classifier = _parse_settings(classify_set or [])
     Params.from_mapping(settings)  # reject bad parameters before any work
     ClassifyParams.from_mapping(classifier)
     table = None if labelled and labelled.lower() == "none" else labelled or DEFAULT_LABELLED
+    reading = Reading(text_field, glob)
     for spec in corpus or []:
-        corpus_kind(spec)  # a missing file or a typo: fail before starting Prefect
+        check_corpus(spec, reading)  # a missing file or text field: fail before starting Prefect
     if table:
         find_labelled(table, text_column, label_column)  # a missing file: fail before any work
     benchmarks = tuple(eval_) if eval_ else None  # None: the eval/ folder beside the mirror
@@ -180,7 +194,7 @@ def run(
     pipeline = on_dask(dask, dask_address) if dask or dask_address else quijote_embeddings
     summary = pipeline(
         tuple(corpus or DEFAULT_CORPUS), settings, table, text_column, label_column, classifier,
-        benchmarks, promote,
+        benchmarks, promote, text_field, glob,
     )  # fmt: skip
     _print_summary(summary)
 
@@ -229,6 +243,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
 @app.command()
 def train(
     corpus: CorpusOption = None,
+    text_field: TextFieldOption = None,
+    glob: GlobOption = None,
     out_file: Annotated[Path, typer.Option("--out", help="Vectors file to write.")] = Path(
         "vectors.txt"
     ),
@@ -260,7 +276,8 @@ def train(
     from storage.stages import shards, total
     from storage.vectors import write_word2vec
 
-    stages = train_stages(list(corpus or DEFAULT_CORPUS), params, orchestrated=False)
+    specs = list(corpus or DEFAULT_CORPUS)
+    stages = train_stages(specs, params, orchestrated=False, text_field=text_field, glob=glob)
     vectors = stages["train"].file("vectors.parquet")
     if format_ == "parquet":
         _copy(vectors, out_file)

@@ -39,7 +39,7 @@ from quijote.errors import QuijoteError, first_line
 
 logger = logging.getLogger(__name__)
 
-DOCUMENT_CHARS = 1 << 22  # a novel is one document; a dump is cut into documents this long
+DOCUMENT_CHARS = 1 << 24  # a novel is one document; a dump is cut into documents this long
 BLOCK_BYTES = 1 << 20  # read at a time
 MAX_RECORD_BYTES = 1 << 26  # a longer JSON line or CSV header is refused
 Opener = Callable[[], BinaryIO]

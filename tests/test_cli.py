@@ -1,5 +1,6 @@
 """The `quijote` command as a user runs it: exit status, one-line errors, nothing half-written."""
 
+import gzip
 import json
 import os
 import signal
@@ -102,6 +103,43 @@ def test_bad_corpus_is_one_line_and_writes_nothing(
     out = tmp_path / "v.txt"
     assert_one_line_error(quijote(home, "train", "-c", str(corpus), "--out", str(out)), message)
     assert not out.exists() and no_leftovers(home)
+
+
+def test_train_on_a_compressed_json_lines_corpus(
+    home: Path, slice_file: Path, tmp_path: Path
+) -> None:
+    paragraphs = slice_file.read_text(encoding="utf-8").split(". ")
+    lines = "".join(json.dumps({"id": i, "texto": p}) + "\n" for i, p in enumerate(paragraphs))
+    corpus = tmp_path / "quijote.jsonl.gz"
+    corpus.write_bytes(gzip.compress(lines.encode()))
+    out = tmp_path / "v.txt"
+    args = ["-c", str(corpus), "--text-field", "texto", "--out", str(out), "--epochs", "1"]
+    result = quijote(home, "train", *args, "--dim", "16", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["words"] > 19_000
+    assert "sancho" in KeyedVectors.load_word2vec_format(str(out)).key_to_index
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ([], "holds records: name their text field with --text-field"),
+        (["--text-field", "text"], "no field 'text' in line 1 of"),
+        (["--glob", "*.csv"], "no files matching '*.csv' in directory"),
+    ],
+)
+def test_an_unreadable_corpus_is_one_line_before_any_work(
+    home: Path, tmp_path: Path, options: list[str], message: str
+) -> None:
+    corpus = tmp_path / "corpus" / "news" / "a.jsonl"
+    corpus.parent.mkdir(parents=True)
+    corpus.write_text('{"texto": "Hola mundo."}\n')
+    spec = str(tmp_path / "corpus") if "--glob" in options else str(corpus)
+    for command in ("train", "run"):
+        result = quijote(home, command, "-c", spec, *options)
+        assert_one_line_error(result, message)
+        assert "Starting temporary server" not in result.stderr
+    assert not home.exists()
 
 
 def test_unreachable_url_explains_the_mirror(home: Path, tmp_path: Path) -> None:
