@@ -304,7 +304,7 @@ def download(
             "documents": documents,
             "characters": characters,
             "sources": [r.source for r in raws],
-            "inputs": hashes,  # in place of the files' hashes: what the per-document stages read
+            "document_sha256": hashes,  # what each per-document stage reads
         }
 
     params = {"text_field": text_field, "glob": glob}

@@ -97,5 +97,5 @@ def tokenize_task(documents: StageOutput, shard: int) -> StageOutput:
         write_parquet(out / "sentences.parquet", SENTENCES, counted(batches))
         return stats
 
-    content = documents.meta["inputs"][shard]  # the document's sha256
+    content = documents.meta["document_sha256"][shard]
     return run_stage("tokenize", VERSION, {"shard": shard}, [content], build)

@@ -403,14 +403,15 @@ def test_download_task_reads_every_kind_and_keys_documents_by_their_text(home: P
         str(books / "sub/news.jsonl"),
         str(plain),
     ]
-    assert table["sha256"] == first.meta["inputs"] == [text_sha(t) for t in texts]
+    assert table["sha256"] == first.meta["document_sha256"] == [text_sha(t) for t in texts]
     assert first.meta["params"] == {"text_field": "texto", "glob": "*"}
 
     again = dl.download([str(books), str(plain)], text_field="texto", glob="*")
     assert again.reused and again.key == first.key
     plain_only, with_field = dl.download([str(plain)]), dl.download([str(plain)], "texto")
     assert plain_only.key != with_field.key  # the options are part of the key...
-    assert plain_only.meta["inputs"] == with_field.meta["inputs"]  # ...not of the documents'.
+    assert plain_only.meta["document_sha256"] == with_field.meta["document_sha256"]  # ...not of
+    assert plain_only.meta["inputs"] == with_field.meta["inputs"]  # the documents or the files.
 
 
 def test_download_task_checks_every_local_file_before_any_work(home: Path) -> None:
