@@ -33,7 +33,7 @@ from tasks.stage_task import stage_task
 
 logger = logging.getLogger(__name__)
 
-VERSION = 2
+VERSION = 3
 TIMEOUT_S = 30.0  # per network operation (connect, each read)
 MAX_SECONDS = 3600.0  # a download attempt still receiving after this long is refused
 MAX_BYTES = 1 << 30  # a download larger than this is refused (urllib follows 10 redirects)
