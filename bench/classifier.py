@@ -16,9 +16,7 @@ rerun reuses them); writes bench/results/classifier-<date>.json and prints table
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
 from collections import Counter
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from speed import ROOT, commit, machine, save
 
 from models.classifier import MODES
 from storage.tables import read_columns
@@ -44,7 +43,6 @@ from tasks.classify import (
     tokenize_texts,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 CORPORA = ROOT.parent / "shared" / "corpora"
 DATA = CORPORA / "labelled" / "spanish_fake_news_v1_train.csv"
 NOVELS = [str(CORPORA / "eltec_spa"), str(CORPORA / "gutenberg_es")]
@@ -223,7 +221,7 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=3, help="inner splits for tuning")
     args = parser.parse_args()
     os.environ["QUIJOTE_HOME"] = str(args.home)
-    started = time.perf_counter()
+    started, load_start = time.perf_counter(), os.getloadavg()
     params = ClassifyParams(seeds=args.seeds)
     columns = read_columns(DATA, ["Headline", "Text", LABEL])
     labels = [str(label) for label in columns[LABEL]]
@@ -272,15 +270,9 @@ def main() -> None:
 
     report = {
         "date": date.today().isoformat(),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "device": "cpu",
-            "load_average": os.getloadavg(),
-        },
+        "commit": commit(),
+        "machine": {**machine(), "torch_threads": torch.get_num_threads()},
+        "load_start": load_start,
         "data": {
             "file": DATA.name,
             "label": LABEL,
@@ -300,11 +292,8 @@ def main() -> None:
         "tfidf_logistic": tfidf,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    out = ROOT / "bench" / "results" / f"classifier-{report['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    save(report, ROOT / "bench" / "results" / f"classifier-{report['date']}.json")
     print_tables(report)
-    print(f"wrote {out}")
 
 
 def print_tables(report: dict[str, Any]) -> None:

@@ -12,24 +12,20 @@ The vectors are trained once by the pipeline's own stages without Prefect and ca
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
 import torch
+from speed import ROOT, commit, machine, save
 
 from flows.train_stages import DEFAULT_CORPUS, train_stages
 from quijote.params import Params
 from storage.tables import DEFAULT_LABELLED, find_labelled
 from tasks.classify import VERSION, ClassifyParams, classify_task
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
@@ -43,7 +39,7 @@ def main() -> None:
     table = find_labelled(DEFAULT_LABELLED, "Text", "Topic")
     assert table is not None, "no labelled table in the corpus mirror"
     params = ClassifyParams()
-    seconds, meta = [], {}
+    seconds, meta, load_start = [], {}, os.getloadavg()
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as home:
             os.environ["QUIJOTE_HOME"] = home
@@ -52,21 +48,12 @@ def main() -> None:
             seconds.append(round(time.perf_counter() - started, 2))
             meta = output.meta
         print(f"classify stage: {seconds[-1]} s", flush=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
     report = {
         "date": date.today().isoformat(),
-        "commit": commit,
+        "commit": commit(),
         "classify_version": VERSION,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "load_average": os.getloadavg(),
-        },
+        "machine": {**machine(), "torch_threads": torch.get_num_threads()},
+        "load_start": load_start,
         "data": str(table.path),
         "vectors": str(trained.path),
         "params": params.to_dict(),
@@ -74,15 +61,13 @@ def main() -> None:
         "median_seconds": statistics.median(seconds),
         "rows": meta["rows"],
     }
-    out = ROOT / "bench" / "results" / f"classify-stage-{report['date']}-{commit}.json"
-    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    save(report, ROOT / "bench" / "results" / f"classify-stage-{report['date']}-{commit()}.json")
     print(f"median {report['median_seconds']} s over {args.runs} runs")
     for row in meta["rows"]:
         print(
             f"{row['mode']:9} accuracy {row['accuracy']:.3f}±{row['accuracy_std']:.3f}"
             f"  macro-F1 {row['macro_f1']:.3f}±{row['macro_f1_std']:.3f}"
         )
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
