@@ -57,8 +57,9 @@ def train_stages(
 
     stages["negatives"] = call(negatives_task, stages["vocab"], params)
     stages["train"] = call(
-        train_task, stages["vocab"], stages["pairs"], stages["negatives"], params
-    )
+        train_task, stages["vocab"], stages["pairs"], stages["negatives"], params,
+        stages["subsample"],
+    )  # fmt: skip
     return stages
 
 

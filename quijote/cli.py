@@ -259,6 +259,10 @@ def train(
     device: str | None = None,
     threads: int | None = None,
     batch_size: int | None = None,
+    pairs: Annotated[
+        str | None,
+        typer.Option(help="files (kept on disk for reruns) or stream (none on disk)."),
+    ] = None,
 ) -> None:
     """Train skip-gram vectors only (no warehouse), print one JSON summary line."""
     from quijote.params import Params
@@ -266,7 +270,7 @@ def train(
     given = {
         "dim": dim, "window": window, "negative": negative, "min_count": min_count,
         "sample": sample, "epochs": epochs, "seed": seed, "device": device, "threads": threads,
-        "batch_size": batch_size,
+        "batch_size": batch_size, "pairs": pairs,
     }  # fmt: skip
     params = Params.from_mapping({k: v for k, v in given.items() if v is not None})
     if format_ not in ("word2vec", "parquet"):

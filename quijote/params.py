@@ -83,6 +83,7 @@ class Params(Settings):
     threads: int = 0  # CPU threads for training (0 = all cores)
     checkpoint_seconds: float = 120.0  # training checkpoints: every epoch and this often
     restrict_vocab: int = 0  # benchmarks search only this many most frequent words (0 = all)
+    pairs: str = "files"  # files: every epoch's pairs on disk; stream: drawn again in training
 
     RULES: ClassVar[dict[str, str]] = {
         "dim": "must be an integer >= 1",
@@ -101,6 +102,8 @@ class Params(Settings):
         "threads": "must be an integer >= 0 (0 = all cores)",
         "checkpoint_seconds": "must be a number >= 0 (0 = after every block of pairs)",
         "restrict_vocab": "must be an integer >= 0 (0 = every word)",
+        "pairs": "must be files (every epoch's pairs written before training, kept for reruns) "
+        "or stream (drawn again from the subsampled sentences while training: none on disk)",
     }
 
     def checks(self) -> dict[str, bool]:
@@ -121,4 +124,5 @@ class Params(Settings):
             "threads": self.threads >= 0,
             "checkpoint_seconds": self.checkpoint_seconds >= 0,
             "restrict_vocab": self.restrict_vocab >= 0,
+            "pairs": self.pairs in ("files", "stream"),
         }

@@ -4,7 +4,8 @@ compiled Hogwild kernel; on CUDA (and with device `torch`, the same code on the 
 groups are decoded by several threads and regrouped into blocks that go to PyTorch whole, to be
 shuffled, given their negatives and batched on the device. The weights are checkpointed after
 every epoch and every `checkpoint_seconds`, so a killed run goes on from there
-(storage.checkpoints)."""
+(storage.checkpoints). With `pairs=stream` there are no pairs files: each epoch's pairs are
+drawn again from the subsampled sentences, in the same order, as training goes."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ from models.sgns_kernel import KernelTrainer
 from models.skipgram import Batch, Block, Position, Trainer, resolve_device, train_sgns
 from quijote.params import Params
 from storage.checkpoints import Checkpoint
-from storage.files import file_sha256, mapped_ahead, write_parquet
+from storage.files import file_sha256, mapped_ahead, read_row_groups, write_parquet
+from storage.schemas import PAIRS
 from storage.schemas import vectors as vectors_schema
 from storage.stages import StageOutput, run_stage, stage_key
 from tasks.negatives import NegativeSampler
+from tasks.pairs import epoch_pairs
 from tasks.progress import progress_bar
 from tasks.seeding import Stream, rng
 from tasks.stage_task import stage_task
@@ -51,6 +54,60 @@ def pair_blocks(files: list[Path], start: int = 0) -> Iterator[tuple[int, Block]
             if first + chunk.num_rows > start:
                 yield first, (chunk.column("center").to_numpy(), chunk.column("context").to_numpy())
             first += chunk.num_rows
+
+
+def drawn_blocks(
+    pairs: list[StageOutput], subsampled: list[StageOutput], params: Params, epoch: int, start: int
+) -> Iterator[tuple[int, Block]]:
+    """What `pair_blocks` yields for an epoch's pairs files, the pairs drawn again from the
+    subsampled sentences (`pairs=stream`): blocks of BLOCK_ROWS within each shard, each with
+    its first row; shards wholly before row `start` are skipped, not drawn."""
+    first = 0
+    for shard_pairs, shard_subsampled in zip(pairs, subsampled, strict=True):
+        rows = shard_pairs.meta["pairs_per_epoch"][epoch]
+        if first + rows <= start:
+            first += rows
+            continue
+        shard = shard_pairs.meta["params"]["shard"]
+        batches = epoch_pairs(shard_subsampled, params.window, params.seed, epoch, shard)
+        for center, context in regrouped(batches, BLOCK_ROWS):
+            if first + len(center) > start:
+                yield first, (center, context)
+            first += len(center)
+
+
+def regrouped(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[Block]:
+    """The (center, context) rows of `batches` in blocks of `rows` (the last one shorter)."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        pending.append(batch)
+        held += batch.num_rows
+        if held < rows:
+            continue
+        table = pa.Table.from_batches(pending, schema=PAIRS)
+        whole = held - held % rows
+        for start in range(0, whole, rows):
+            block = table.slice(start, rows)
+            yield block["center"].to_numpy(), block["context"].to_numpy()
+        rest = table.slice(whole)
+        pending, held = rest.to_batches(), rest.num_rows
+    if held:
+        table = pa.Table.from_batches(pending, schema=PAIRS)
+        yield table["center"].to_numpy(), table["context"].to_numpy()
+
+
+def first_rows(files: list[Path], n: int) -> pa.Table:
+    """The first `n` rows of the pairs files, in order, reading only the row groups needed."""
+    batches: list[pa.RecordBatch] = []
+    rows = 0
+    for path in files:
+        for batch in read_row_groups(path):
+            if rows >= n:
+                break
+            batches.append(batch)
+            rows += batch.num_rows
+    return pa.Table.from_batches(batches, schema=PAIRS).slice(0, n)
 
 
 def from_row(blocks: Iterator[tuple[int, Block]], start: int) -> Iterator[Block]:
@@ -100,9 +157,14 @@ def to_vectors_table(words: pa.Array, vectors: np.ndarray) -> pa.Table:
 
 @stage_task("train")
 def train_task(
-    vocab: StageOutput, pairs: list[StageOutput], negatives: StageOutput, params: Params
+    vocab: StageOutput,
+    pairs: list[StageOutput],
+    negatives: StageOutput,
+    params: Params,
+    subsampled: list[StageOutput],
 ) -> StageOutput:
-    """Train on every shard's pairs, shard after shard, epoch after epoch, checkpointing as it
+    """Train on every shard's pairs (read, or with `pairs=stream` drawn again from the
+    shard's `subsampled` sentences), shard after shard, epoch after epoch, checkpointing as it
     goes; a killed run's checkpoint (same inputs and settings) is picked up where it stopped."""
     device = resolve_device(params.device)  # each trains its own vectors: part of the key
     settings = params.subset("dim", "negative", "epochs", "lr", "batch_size", "seed")
@@ -133,12 +195,17 @@ def train_task(
 
         def epoch_blocks(epoch: int, first: int) -> Iterator[Block]:
             files = [shard.file(epoch_file(epoch)) for shard in pairs]
+            if params.pairs == "stream":
+                blocks = from_row(drawn_blocks(pairs, subsampled, params, epoch, first), first)
+            elif device == "cpu":
+                blocks = from_row(pair_blocks(files, first), first)
+            else:
+                blocks = from_row(row_groups(files, first), first)
             if device == "cpu":
-                return from_row(pair_blocks(files, first), first)
-            blocks = from_row(row_groups(files, first), first)
+                return blocks
             return host_blocks(blocks, torch_trainer.block_rows, torch_trainer.cuda)
 
-        heldout = pa.concat_tables(pq.read_table(path) for path in heldout_files)
+        heldout = first_rows(heldout_files, HELDOUT_MAX_PAIRS)
         with progress_bar("train", total) as report:
             result = train_sgns(
                 trainer, epoch_blocks, params.epochs, total, report,

@@ -24,10 +24,10 @@ QUIJOTE_BIN = Path(sys.executable).parent / "quijote"
 SETTINGS = ["--dim", "16", "--epochs", "12", "--min-count", "3", "--device", "cpu"]
 
 
-def train(home: Path, corpus: Path, out: Path) -> list[str]:
+def train(home: Path, corpus: Path, out: Path, pairs: str = "files") -> list[str]:
     """The `quijote train` command line, on one thread (Hogwild on two is not reproducible)."""
     args = ["train", "--corpus", str(corpus), "--out", str(out), *SETTINGS, "--threads", "1"]
-    return [str(QUIJOTE_BIN), *args]
+    return [str(QUIJOTE_BIN), *args, "--pairs", pairs]
 
 
 def summary(result: subprocess.CompletedProcess) -> dict:
@@ -42,15 +42,16 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.parametrize("pairs", ["files", "stream"])
 def test_kill_9_in_training_then_the_same_command_resumes_to_the_same_vectors(
-    tmp_path: Path, corpus: Path
+    tmp_path: Path, corpus: Path, pairs: str
 ) -> None:
     whole = tmp_path / "whole.txt"
-    command = train(tmp_path / "a", corpus, whole)
+    command = train(tmp_path / "a", corpus, whole, pairs)
     summary(subprocess.run(command, capture_output=True, text=True, env=cli_env(tmp_path / "a")))
 
     home, out = tmp_path / "b", tmp_path / "resumed.txt"
-    command = train(home, corpus, out)
+    command = train(home, corpus, out, pairs)
     process = subprocess.Popen(command, env=cli_env(home), stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(home.glob("stages/train/.checkpoint-*/checkpoint.npz")):

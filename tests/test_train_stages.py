@@ -1,16 +1,22 @@
 """`quijote train`'s wiring: the per-shard stages run in forked workers and give exactly what
-one process gives."""
+one process gives; pairs streamed (`pairs=stream`) give exactly what pairs files give."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import flows.train_stages
+import tasks.pairs
+import tasks.train
 from flows.train_stages import train_stages
 from quijote.params import Params
+from storage.schemas import PAIRS
+from storage.stages import stage_key
 from storage.vectors import read_vectors
 from tests.data import quijote_slice
 
@@ -41,3 +47,56 @@ def test_shards_in_workers_give_the_vectors_of_one_process(
     words, vectors = read_vectors(pooled["train"].file("vectors.parquet"))
     serial_words, serial_vectors = read_vectors(serial["train"].file("vectors.parquet"))
     assert words == serial_words and np.array_equal(vectors, serial_vectors)
+
+
+def test_streamed_pairs_train_the_same_vectors_with_no_pairs_on_disk(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tasks.train, "BLOCK_ROWS", 1_000)  # several blocks a shard
+    corpus = [str(three_documents(tmp_path / "corpus"))]
+    files = train_stages(corpus, PARAMS, orchestrated=False)
+    streamed = train_stages(corpus, PARAMS.with_(pairs="stream"), orchestrated=False)
+
+    for written, counted in zip(files["pairs"], streamed["pairs"], strict=True):
+        assert sorted(p.name for p in counted.path.iterdir()) == ["heldout.parquet", "stage.json"]
+        assert counted.meta["pairs_per_epoch"] == written.meta["pairs_per_epoch"]
+        assert counted.key != written.key
+        default_key = stage_key(
+            "pairs", tasks.pairs.VERSION, written.meta["params"], written.meta["inputs"]
+        )
+        assert written.key == default_key and "pairs" not in written.meta["params"]
+    assert streamed["train"].meta["loss_per_epoch"] == files["train"].meta["loss_per_epoch"]
+    words, vectors = read_vectors(files["train"].file("vectors.parquet"))
+    streamed_words, streamed_vectors = read_vectors(streamed["train"].file("vectors.parquet"))
+    assert words == streamed_words and np.array_equal(vectors, streamed_vectors)
+
+
+def test_drawn_blocks_are_the_files_blocks_from_any_row(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a resumed epoch reads: the same blocks, from any row, as the pairs files give."""
+    monkeypatch.setattr(tasks.train, "BLOCK_ROWS", 1_000)
+    corpus = [str(three_documents(tmp_path / "corpus"))]
+    stages = train_stages(corpus, PARAMS, orchestrated=False)
+    pairs, subsampled = stages["pairs"], stages["subsample"]
+    files = [shard.file("epoch-001.parquet") for shard in pairs]
+    first_shard = pairs[0].meta["pairs_per_epoch"][1]
+    for start in (0, 1, 999, 1_000, 2_500, first_shard, first_shard + 1_234):
+        drawn = list(tasks.train.drawn_blocks(pairs, subsampled, PARAMS, 1, start))
+        read = list(tasks.train.pair_blocks(files, start))
+        assert [first for first, _ in drawn] == [first for first, _ in read]
+        for (_, (c1, o1)), (_, (c2, o2)) in zip(drawn, read, strict=True):
+            assert np.array_equal(c1, c2) and np.array_equal(o1, o2)
+
+
+def test_regrouped_cuts_batches_into_blocks_of_rows() -> None:
+    sizes = [3, 0, 7, 10, 1, 4]
+    start = np.cumsum([0, *sizes])
+    batches = [
+        pa.record_batch([pa.array(np.arange(a, b, dtype=np.int32))] * 2, schema=PAIRS)
+        for a, b in pairwise(start)
+    ]
+    blocks = list(tasks.train.regrouped(iter(batches), 4))
+    assert [len(center) for center, _ in blocks] == [4, 4, 4, 4, 4, 4, 1]
+    assert np.array_equal(np.concatenate([c for c, _ in blocks]), np.arange(25))
+    assert list(tasks.train.regrouped(iter([]), 4)) == []
