@@ -1,5 +1,6 @@
-"""The DuckDB warehouse (`data/warehouse.duckdb`): a `runs` table, views over the current run's
-Parquet and table macros, all usable in plain SQL from any read-only connection or the CLI.
+"""The DuckDB warehouse (`data/warehouse.duckdb`): a `runs` table, every run's vocabulary and
+vectors in tables, the current run's views and table macros, all usable in plain SQL from any
+read-only connection or the CLI.
 
     SELECT * FROM neighbors('dulcinea', 10);
     SELECT * FROM analogy('rey', 'hombre', 'mujer', 5);
@@ -8,7 +9,12 @@ Parquet and table macros, all usable in plain SQL from any read-only connection 
     SELECT r.run_id, e.value FROM runs r JOIN evaluations e USING (run_id)
     WHERE e.benchmark = 'es_ws353';                            -- benchmark scores per run
 
-A run registers itself in one short read-write transaction; everything else here reads through
+The file holds everything it serves (no paths to other files in its views), so it keeps
+working when the data directory moves. The current run's vectors are also stored split into
+cells (storage/cells.py): above INDEX_MIN_WORDS words `neighbors` and `analogy` search only the
+query's nearest cells; `neighbors_exact` and `analogy_exact` always compare every word.
+
+A run registers itself in one read-write transaction; everything else here reads through
 `connect_read_only`, which also keeps DuckDB from touching files outside the data directory.
 DuckDB lets one process write a database file, and only while no other process has it open,
 so writers and readers take turns through a lock file beside it (`warehouse.duckdb.lock`).
@@ -23,14 +29,18 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from quijote.errors import QuijoteError, first_line
+from storage.cells import build_cells, unit_rows
 from storage.paths import warehouse_path
+from storage.vectors import read_vectors
 
 LOCK_WAIT_S = 5.0  # how long a reader waits for another process's lock on the database file
 WRITE_WAIT_S = 60.0  # how long a run waits to register (other writers, readers' open queries)
@@ -64,13 +74,30 @@ ON CONFLICT (run_id) DO UPDATE SET
     vocab_path = excluded.vocab_path, vectors_path = excluded.vectors_path,
     dim = excluded.dim, status = excluded.status, promoted_at = excluded.promoted_at"""
 
-_NEIGHBORS_MACRO = """
-CREATE OR REPLACE MACRO neighbors(w, k) AS TABLE
-SELECT v.word, array_cosine_similarity(v.vector, q.vector) AS similarity
-FROM vectors AS v, (SELECT vector FROM vectors WHERE word = w) AS q
-WHERE v.word <> w
-ORDER BY similarity DESC, v.word
-LIMIT k"""
+INDEX_MIN_WORDS = 50_000  # from this many words `neighbors` and `analogy` search by cell
+PROBES = 24  # the cells an approximate search reads (see bench/neighbors.py)
+
+# Every run's vocabulary and vectors (FLOAT[]: runs may differ in dim), in file order.
+_RUN_TABLES = (
+    "CREATE TABLE IF NOT EXISTS run_vocab (run_id VARCHAR NOT NULL, id INTEGER NOT NULL, "
+    "word VARCHAR NOT NULL, count BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS run_vectors (run_id VARCHAR NOT NULL, word VARCHAR NOT NULL, "
+    "vector FLOAT[] NOT NULL)",
+)
+
+# The current run: its vectors in cell order with their cell, and the cells' centroids
+# (replaced with the run's dim when a run becomes current; empty until one does).
+_CURRENT_TABLES = """
+CREATE OR REPLACE TABLE current_vectors (cell INTEGER, word VARCHAR, vector FLOAT[{dim:d}]);
+CREATE OR REPLACE TABLE vector_cells (cell INTEGER, centroid FLOAT[{dim:d}]);
+"""
+
+_VIEWS = """
+CREATE OR REPLACE VIEW vocab AS
+SELECT id, word, count FROM run_vocab
+WHERE run_id = (SELECT run_id FROM runs WHERE is_current);
+CREATE OR REPLACE VIEW vectors AS SELECT word, vector FROM current_vectors;
+"""
 
 _CLASSIFIER_TABLE = """
 CREATE TABLE IF NOT EXISTS classifier_metrics (
@@ -114,27 +141,50 @@ LIMIT k"""
 
 STATUSES = ("current", "kept", "rejected")
 
-# 3CosAdd: the target is unit(a) - unit(b) + unit(c); FLOAT[n] has no arithmetic, so it is
-# built as a list and cast back to the run's array type.
-_ANALOGY_MACRO = """
-CREATE OR REPLACE MACRO analogy(a, b, c, k) AS TABLE
-WITH u AS (
+# The searches of the current run, by cosine similarity, ties broken by word. `candidates` is
+# every word (exact) or the words of the `probes` cells whose centroids are nearest the query
+# (approximate). The analogy's query is unit(a) - unit(b) + unit(c); FLOAT[n] has no
+# arithmetic, so it is built as a list and cast back to the run's array type.
+_SEARCH_MACROS = """
+CREATE OR REPLACE MACRO neighbors_exact(w, k) AS TABLE
+{neighbors}
+CREATE OR REPLACE MACRO neighbors_approx(w, k, probes := {probes:d}) AS TABLE
+{neighbors_approx}
+CREATE OR REPLACE MACRO analogy_exact(a, b, c, k) AS TABLE
+{analogy}
+CREATE OR REPLACE MACRO analogy_approx(a, b, c, k, probes := {probes:d}) AS TABLE
+{analogy_approx}
+CREATE OR REPLACE MACRO neighbors(w, k) AS TABLE SELECT * FROM neighbors_{default}(w, k);
+CREATE OR REPLACE MACRO analogy(a, b, c, k) AS TABLE SELECT * FROM analogy_{default}(a, b, c, k);
+"""
+
+_NEIGHBORS_QUERY = "WITH q AS (SELECT vector FROM current_vectors WHERE word = w)"
+
+_ANALOGY_QUERY = """WITH u AS (
     SELECT word, vector, sqrt(array_inner_product(vector, vector)) AS norm
-    FROM vectors
+    FROM current_vectors
     WHERE word IN (a, b, c)
 ), q AS (
     SELECT list_transform(
         list_zip(ua.vector::FLOAT[], ub.vector::FLOAT[], uc.vector::FLOAT[]),
         lambda t: t[1] / ua.norm - t[2] / ub.norm + t[3] / uc.norm
-    )::FLOAT[{dim}] AS vector
+    )::FLOAT[{dim:d}] AS vector
     FROM u AS ua, u AS ub, u AS uc
     WHERE ua.word = a AND ub.word = b AND uc.word = c
-)
+)"""
+
+_NEAR_CELLS = """, near AS (
+    SELECT c.cell FROM vector_cells AS c, q
+    ORDER BY array_cosine_similarity(c.centroid, q.vector) DESC
+    LIMIT probes
+)"""
+
+_RANKED = """
 SELECT v.word, array_cosine_similarity(v.vector, q.vector) AS similarity
-FROM vectors AS v, q
-WHERE v.word NOT IN (a, b, c)
+FROM current_vectors AS v, q
+WHERE {where}
 ORDER BY similarity DESC, v.word
-LIMIT k"""
+LIMIT k;"""
 
 
 @dataclass(frozen=True)
@@ -155,12 +205,18 @@ class RunRecord:
     promoted: bool = False  # made current by an operator, whatever the gate said
 
 
-def register_run(run: RunRecord, status: str = "current", db: Path | None = None) -> None:
-    """Record `run` in the `runs` table with `status` ('current' points the views and macros at
-    its Parquet; 'kept' and 'rejected' leave them), its classifier metrics and its benchmark
-    scores, all in one transaction: a reader sees the run before or after, never half of it.
-    Every run stays queryable by id through `run_vectors` and `run_neighbors`. Registering a
-    run_id again replaces its rows (a run that was current stays current)."""
+def register_run(
+    run: RunRecord,
+    status: str = "current",
+    db: Path | None = None,
+    index_min_words: int = INDEX_MIN_WORDS,
+) -> None:
+    """Record `run` in the `runs` table with `status`, its vocabulary and vectors, its
+    classifier metrics and its benchmark scores, all in one transaction: a reader sees the
+    run before or after, never half of it. 'current' makes it the run the views and search
+    macros serve (split into cells from `index_min_words` words); 'kept' and 'rejected'
+    leave them. Every run stays queryable by id through `run_vectors` and `run_neighbors`.
+    Registering a run_id again replaces its rows (a run that was current stays current)."""
     if status not in STATUSES:
         raise QuijoteError(f"unknown run status {status!r}: use one of {', '.join(STATUSES)}")
     db = _database(db)
@@ -168,15 +224,25 @@ def register_run(run: RunRecord, status: str = "current", db: Path | None = None
     vectors = _data_file(run.vectors_path, db.parent)
     if run.dim < 1:
         raise QuijoteError(f"run {run.run_id}: dim must be positive, got {run.dim}")
+    file_dim = pq.read_schema(vectors).field("vector").type.list_size
+    current = (
+        _current_tables(*read_vectors(vectors), index_min_words) if status == "current" else None
+    )
     with _writing(db) as conn:
         try:
-            _create_tables(conn)  # the schema first: even a failed registration leaves it
+            _create_tables(conn, db.parent, index_min_words)  # even a failed one leaves it
+            if file_dim != run.dim:
+                raise QuijoteError(
+                    f"cannot register run {run.run_id}: its vectors have dim {file_dim}, "
+                    f"not {run.dim}"
+                )
             conn.begin()
             was_current = conn.execute(
                 "SELECT count(*) > 0 FROM runs WHERE run_id = ? AND is_current", [run.run_id]
             ).fetchone() == (True,)
-            current = status == "current" or was_current
-            if current:
+            if was_current and current is None:
+                current = _current_tables(*read_vectors(vectors), index_min_words)
+            if current is not None:
                 conn.execute("UPDATE runs SET status = 'kept' WHERE is_current")
             conn.execute(
                 _UPSERT_RUN,
@@ -187,17 +253,16 @@ def register_run(run: RunRecord, status: str = "current", db: Path | None = None
                     list(run.corpus),
                     _json(run.params),
                     _json(run.metrics),
-                    str(vocab),
-                    str(vectors),
+                    vocab.relative_to(db.parent).as_posix(),
+                    vectors.relative_to(db.parent).as_posix(),
                     run.dim,
-                    "current" if current else status,
+                    "current" if current is not None else status,
                     run.finished_at if run.promoted else None,
                 ],
             )
-            conn.execute(_run_vectors_ddl(conn))
-            conn.execute(_RUN_NEIGHBORS_MACRO)
-            if current:
-                _point_views_at(conn, vocab, vectors, run.dim)
+            _copy_run(conn, run.run_id, vocab, vectors)
+            if current is not None:
+                _make_current(conn, current, run.dim)
             _replace_rows(
                 conn, "classifier_metrics", run.run_id, CLASSIFIER_COLUMNS, run.classifier
             )
@@ -207,44 +272,176 @@ def register_run(run: RunRecord, status: str = "current", db: Path | None = None
             raise QuijoteError(f"cannot register run {run.run_id}: {first_line(error)}") from error
 
 
-def promote(run_id: str, db: Path | None = None) -> None:
+def promote(run_id: str, db: Path | None = None, index_min_words: int = INDEX_MIN_WORDS) -> None:
     """Make a registered run (kept or rejected) the current one by hand, in one transaction;
-    `runs.promoted_at` records when."""
+    `runs.promoted_at` records when. The run's vectors come from the warehouse itself."""
     db = _database(db)
     if not db.exists():
         raise QuijoteError(f"no warehouse yet at {db}: run `quijote run` first")
     with _writing(db) as conn:
         try:
-            _create_tables(conn)
+            _create_tables(conn, db.parent, index_min_words)
             conn.begin()
-            row = conn.execute(
-                "SELECT vocab_path, vectors_path, dim FROM runs WHERE run_id = ?", [run_id]
-            ).fetchone()
+            row = conn.execute("SELECT dim FROM runs WHERE run_id = ?", [run_id]).fetchone()
             if row is None:
                 raise QuijoteError(f"no run {run_id!r} in the warehouse (see: SELECT * FROM runs)")
-            vocab, vectors = (_data_file(Path(path), db.parent) for path in row[:2])
+            words, vectors = _run_vectors(conn, run_id, row[0])
+            current = _current_tables(words, vectors, index_min_words)
             conn.execute("UPDATE runs SET status = 'kept' WHERE is_current")
             conn.execute(
                 "UPDATE runs SET status = 'current', promoted_at = now() WHERE run_id = ?",
                 [run_id],
             )
-            _point_views_at(conn, vocab, vectors, row[2])
+            _make_current(conn, current, row[0])
             conn.commit()
         except duckdb.Error as error:
             raise QuijoteError(f"cannot promote run {run_id}: {first_line(error)}") from error
 
 
-def _create_tables(conn: duckdb.DuckDBPyConnection) -> None:
+@dataclass(frozen=True)
+class _Current:
+    """A run about to become current: its vectors in cell order, the cells, the search."""
+
+    vectors: pa.Table  # cell int32, word string, vector fixed_size_list<float32>[dim]
+    cells: pa.Table  # cell int32, centroid fixed_size_list<float32>[dim]
+    default: str  # 'exact' or 'approx'
+
+
+def _current_tables(words: list[str], vectors: np.ndarray, index_min_words: int) -> _Current:
+    """The current-run tables of these vectors: one cell below `index_min_words` words."""
+    indexed = len(words) >= index_min_words
+    built = build_cells(vectors) if indexed else None
+    cell = built.cell if built else np.zeros(len(words), np.int32)
+    centroids = built.centroids if built else unit_rows(vectors.sum(0, keepdims=True))
+    order = np.argsort(cell, kind="stable")
+    dim = vectors.shape[1]
+    return _Current(
+        vectors=pa.table(
+            {
+                "cell": cell[order],
+                "word": pa.array(words).take(order),
+                "vector": _arrays(vectors[order], dim),
+            }
+        ),
+        cells=pa.table(
+            {"cell": np.arange(len(centroids), dtype=np.int32), "centroid": _arrays(centroids, dim)}
+        ),
+        default="approx" if indexed else "exact",
+    )
+
+
+def _arrays(matrix: np.ndarray, dim: int) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), dim)
+
+
+def _make_current(conn: duckdb.DuckDBPyConnection, current: _Current, dim: int) -> None:
+    """Fill the current-run tables and point the search macros at them."""
+    conn.execute(_CURRENT_TABLES.format(dim=dim))
+    conn.register("new_vectors", current.vectors)
+    conn.register("new_cells", current.cells)
+    try:
+        conn.execute("INSERT INTO current_vectors SELECT * FROM new_vectors")
+        conn.execute("INSERT INTO vector_cells SELECT * FROM new_cells")
+    finally:
+        conn.unregister("new_vectors")
+        conn.unregister("new_cells")
+    conn.execute(_search_macros(dim, current.default))
+
+
+def _search_macros(dim: int, default: str) -> str:
+    analogy = _ANALOGY_QUERY.format(dim=dim)
+    by_cell = "v.cell IN (SELECT cell FROM near) AND "
+    return _SEARCH_MACROS.format(
+        neighbors=_NEIGHBORS_QUERY + _RANKED.format(where="v.word <> w"),
+        neighbors_approx=_NEIGHBORS_QUERY
+        + _NEAR_CELLS
+        + _RANKED.format(where=by_cell + "v.word <> w"),
+        analogy=analogy + _RANKED.format(where="v.word NOT IN (a, b, c)"),
+        analogy_approx=analogy
+        + _NEAR_CELLS
+        + _RANKED.format(where=by_cell + "v.word NOT IN (a, b, c)"),
+        probes=PROBES,
+        default=default,
+    )
+
+
+def _copy_run(conn: duckdb.DuckDBPyConnection, run_id: str, vocab: Path, vectors: Path) -> None:
+    """The run's vocabulary and vectors into the warehouse (replacing any earlier copy)."""
+    for table in ("run_vocab", "run_vectors"):
+        conn.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+    conn.execute(
+        "INSERT INTO run_vocab SELECT ?, id, word, count FROM read_parquet(?)",
+        [run_id, str(vocab)],
+    )
+    conn.execute(
+        "INSERT INTO run_vectors SELECT ?, word, vector::FLOAT[] FROM read_parquet(?)",
+        [run_id, str(vectors)],
+    )
+
+
+def _run_vectors(
+    conn: duckdb.DuckDBPyConnection, run_id: str, dim: int
+) -> tuple[list[str], np.ndarray]:
+    """A registered run's words and vectors, as stored in the warehouse."""
+    table = conn.execute(
+        "SELECT word, vector FROM run_vectors WHERE run_id = ? ORDER BY rowid", [run_id]
+    ).to_arrow_table()
+    flat = table["vector"].combine_chunks().flatten().to_numpy()
+    return table["word"].to_pylist(), flat.astype(np.float32).reshape(-1, dim)
+
+
+def _create_tables(conn: duckdb.DuckDBPyConnection, data_dir: Path, index_min_words: int) -> None:
+    """The schema, with what older warehouses lack."""
     for ddl in (_RUNS_TABLE, _PROMOTED_COLUMN, _CLASSIFIER_TABLE, _EVALUATIONS_TABLE):
         conn.execute(ddl)
-
-
-def _point_views_at(conn: duckdb.DuckDBPyConnection, vocab: Path, vectors: Path, dim: int) -> None:
-    """The current run's views and macros on these files, checked by reading one vector
-    (a cast to FLOAT[dim] is checked only when a vector is read)."""
-    for ddl in _current_run_ddl(vocab, vectors, dim):
+    if _has_view(conn, "run_vectors"):  # views over Parquet by absolute path: copy the runs in
+        _copy_older_runs(conn, data_dir, index_min_words)
+    for ddl in _RUN_TABLES:
         conn.execute(ddl)
-    conn.execute("SELECT vector FROM vectors LIMIT 1").fetchall()
+    if not _has_table(conn, "current_vectors"):
+        conn.execute(_CURRENT_TABLES.format(dim=1))
+    conn.execute(_VIEWS)
+    conn.execute(_RUN_NEIGHBORS_MACRO)
+
+
+def _copy_older_runs(conn: duckdb.DuckDBPyConnection, data_dir: Path, index_min_words: int) -> None:
+    """A warehouse from before the copies: each run whose files are still there copied into
+    the tables (the current one made current again), its paths made relative."""
+    conn.begin()
+    for view in ("vocab", "vectors", "run_vectors"):
+        conn.execute(f"DROP VIEW IF EXISTS {view}")
+    for ddl in _RUN_TABLES:
+        conn.execute(ddl)
+    runs = conn.execute("SELECT run_id, vocab_path, vectors_path, dim, is_current FROM runs")
+    for run_id, vocab, vectors, dim, is_current in runs.fetchall():
+        vocab, vectors = Path(vocab), Path(vectors)
+        if not (vocab.is_file() and vectors.is_file()):
+            continue
+        _copy_run(conn, run_id, vocab, vectors)
+        if is_current:
+            _make_current(conn, _current_tables(*read_vectors(vectors), index_min_words), dim)
+        if vocab.is_relative_to(data_dir) and vectors.is_relative_to(data_dir):
+            conn.execute(
+                "UPDATE runs SET vocab_path = ?, vectors_path = ? WHERE run_id = ?",
+                [
+                    vocab.relative_to(data_dir).as_posix(),
+                    vectors.relative_to(data_dir).as_posix(),
+                    run_id,
+                ],
+            )
+    conn.commit()
+
+
+def _has_view(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    found = conn.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE NOT internal AND view_name = ?", [name]
+    ).fetchone()
+    return found == (1,)
+
+
+def _has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    found = conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name])
+    return found.fetchone() == (1,)
 
 
 def _replace_rows(
@@ -292,14 +489,21 @@ def connect_read_only(
     return conn
 
 
-def neighbors(word: str, k: int = 10, db: Path | None = None) -> list[tuple[str, float]]:
-    """The k words of the current run closest to `word` by cosine similarity."""
-    return _similar("SELECT word, similarity FROM neighbors(?, ?)", [word], k, db)
+def neighbors(
+    word: str, k: int = 10, db: Path | None = None, exact: bool = False
+) -> list[tuple[str, float]]:
+    """The k words of the current run closest to `word` by cosine similarity (searched by
+    cell from INDEX_MIN_WORDS words unless `exact`)."""
+    macro = "neighbors_exact" if exact else "neighbors"
+    return _similar(f"SELECT word, similarity FROM {macro}(?, ?)", [word], k, db)
 
 
-def analogy(a: str, b: str, c: str, k: int = 10, db: Path | None = None) -> list[tuple[str, float]]:
+def analogy(
+    a: str, b: str, c: str, k: int = 10, db: Path | None = None, exact: bool = False
+) -> list[tuple[str, float]]:
     """a - b + c (3CosAdd): analogy('rey', 'hombre', 'mujer') looks for 'reina'."""
-    return _similar("SELECT word, similarity FROM analogy(?, ?, ?, ?)", [a, b, c], k, db)
+    macro = "analogy_exact" if exact else "analogy"
+    return _similar(f"SELECT word, similarity FROM {macro}(?, ?, ?, ?)", [a, b, c], k, db)
 
 
 def run_neighbors(
@@ -328,8 +532,8 @@ def current_run(db: Path | None = None) -> dict[str, Any] | None:
 
 
 def find_run(run_id: str | None, db: Path | None = None) -> dict[str, Any] | None:
-    """The `runs` row of `run_id` (None: the current run), params and metrics decoded; None
-    when there is no warehouse or no such run."""
+    """The `runs` row of `run_id` (None: the current run), params and metrics decoded and the
+    paths resolved in the data directory; None when there is no warehouse or no such run."""
     db = _database(db)
     if not db.exists():
         return None
@@ -346,19 +550,9 @@ def find_run(run_id: str | None, db: Path | None = None) -> dict[str, Any] | Non
         **record,
         "params": json.loads(record["params"]),
         "metrics": json.loads(record["metrics"]),
+        "vocab_path": str(db.parent / record["vocab_path"]),
+        "vectors_path": str(db.parent / record["vectors_path"]),
     }
-
-
-def vss_extension_path() -> Path:
-    """The vss extension from the duckdb-extension-vss wheel: `LOAD '<path>'` works offline."""
-    package = Path(str(resources.files("duckdb_extension_vss")))
-    path = package / "extensions" / f"v{duckdb.__version__}" / "vss.duckdb_extension"
-    if not path.is_file():
-        raise QuijoteError(
-            f"no vss extension for DuckDB {duckdb.__version__} at {path}: "
-            f"install duckdb-extension-vss=={duckdb.__version__}"
-        )
-    return path
 
 
 def _database(db: Path | None) -> Path:
@@ -422,36 +616,14 @@ def _data_file(path: Path, data_dir: Path) -> Path:
     return resolved
 
 
-def _current_run_ddl(vocab: Path, vectors: Path, dim: int) -> list[str]:
-    """The views and macros of the current run (DDL takes no parameters: paths are quoted)."""
-    return [
-        "CREATE OR REPLACE VIEW vocab AS "
-        f"SELECT id, word, count FROM read_parquet({_sql_string(vocab)})",
-        "CREATE OR REPLACE VIEW vectors AS "
-        f"SELECT word, vector::FLOAT[{dim:d}] AS vector FROM read_parquet({_sql_string(vectors)})",
-        _NEIGHBORS_MACRO,
-        _ANALOGY_MACRO.format(dim=dim),
-    ]
-
-
-def _run_vectors_ddl(conn: duckdb.DuckDBPyConnection) -> str:
-    """`run_vectors`: every registered run's vectors, with its run_id, as FLOAT[] lists (runs
-    may differ in dim)."""
-    runs = conn.execute("SELECT run_id, vectors_path FROM runs ORDER BY run_id").fetchall()
-    parts = [
-        f"SELECT {_sql_string(run_id)} AS run_id, word, vector::FLOAT[] AS vector "
-        f"FROM read_parquet({_sql_string(path)})"
-        for run_id, path in runs
-    ]
-    return "CREATE OR REPLACE VIEW run_vectors AS " + " UNION ALL ".join(parts)
-
-
 def _similar(sql: str, words: list[str], k: int, db: Path | None) -> list[tuple[str, float]]:
     """Call a similarity macro after checking that every word is in the current run."""
     if k < 1:
         raise QuijoteError(f"k must be at least 1, got {k}")
     with closing(connect_read_only(db)) as conn:
         try:
+            if conn.execute("SELECT count(*) FROM runs WHERE is_current").fetchone() == (0,):
+                raise QuijoteError("the warehouse has no current run: run `quijote run` first")
             found = conn.execute("SELECT word FROM vectors WHERE list_contains(?, word)", [words])
             known = {word for (word,) in found.fetchall()}
             for word in words:
@@ -469,7 +641,3 @@ def _similar(sql: str, words: list[str], k: int, db: Path | None) -> list[tuple[
 
 def _json(value: dict[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-
-
-def _sql_string(value: Path | str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"

@@ -130,16 +130,22 @@ def publish_task(
 
 
 def _link_stages(links: Path, stages: dict[str, StageOutput | list[StageOutput]]) -> None:
-    """`links/<stage>` -> the stage's output directory (`links/<stage>/<shard>` per shard)."""
+    """`links/<stage>` -> the stage's output directory (`links/<stage>/<shard>` per shard).
+    The links are relative, so they hold when the data directory moves (and when the run's
+    temporary directory is renamed: it is a sibling of the final one)."""
     links.mkdir()
     for name, output in stages.items():
         parts = shards(output)
         if len(parts) == 1 and not isinstance(output, list):
-            (links / name).symlink_to(output.path, target_is_directory=True)
+            _link(links / name, output.path)
             continue
         (links / name).mkdir()
         for shard, part in enumerate(parts):
-            (links / name / f"{shard:05d}").symlink_to(part.path, target_is_directory=True)
+            _link(links / name / f"{shard:05d}", part.path)
+
+
+def _link(link: Path, target: Path) -> None:
+    link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
 
 
 def _classifier(output: StageOutput | list[StageOutput] | None, run_id: str) -> dict | None:

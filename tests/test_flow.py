@@ -76,6 +76,13 @@ def test_flow_writes_every_stage_and_publishes(prefect_api, home: Path, corpus: 
     _, stored = queries.query("SELECT benchmark, metric, value, found, total FROM evaluations")
     assert sorted(stored) == sorted(tuple(row.values()) for row in metrics["evaluation"])
 
+    moved = home.rename(home.with_name("moved"))  # nothing in the data directory names its path
+    moved_run = moved / "runs" / run_dir.name
+    assert (moved_run / "stages" / "train" / "vectors.parquet").exists()
+    assert (moved_run / "stages" / "pairs" / "00000" / "epoch-001.parquet").exists()
+    with duckdb.connect(str(moved / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT word FROM neighbors('sancho', 5)").fetchall() == top
+
 
 def test_word2vec_export_round_trip_through_gensim(prefect_api, home: Path, corpus: str) -> None:
     quijote_embeddings((corpus,), SMALL, labelled=None)

@@ -277,22 +277,6 @@ def test_readers_wait_for_a_writer_then_fail_clearly(run: RunRecord, monkeypatch
         holder.wait(timeout=10)
 
 
-def test_vss_loads_offline_and_builds_an_hnsw_index():
-    path = warehouse.vss_extension_path()
-    with closing(duckdb.connect()) as conn:
-        conn.execute(f"LOAD '{path}'")
-        conn.execute("CREATE TABLE t (word VARCHAR, vector FLOAT[3])")
-        conn.executemany(
-            "INSERT INTO t VALUES (?, ?)", list(zip(WORDS, VECTORS.tolist(), strict=True))
-        )
-        conn.execute("CREATE INDEX t_hnsw ON t USING HNSW (vector) WITH (metric = 'cosine')")
-        sql = (
-            "SELECT word FROM t ORDER BY array_cosine_distance(vector, [1, 1, 0]::FLOAT[3]) LIMIT 2"
-        )
-        assert "HNSW_INDEX_SCAN" in conn.execute("EXPLAIN " + sql).fetchall()[0][1]
-        assert conn.execute(sql).fetchall() == [("rey",), ("niño",)]
-
-
 def test_classifier_metrics_per_run_and_mode_come_with_the_run(home: Path, run: RunRecord):
     row = {
         "mode": "finetune", "accuracy": 0.7, "accuracy_std": 0.01, "macro_f1": 0.5,
@@ -342,10 +326,10 @@ def test_an_operator_promotes_any_finished_run(home: Path, run: RunRecord):
     assert runs_table() == [("run-1", "current", True), ("run-2", "kept", False)]
     with pytest.raises(QuijoteError, match="no run 'run-9' in the warehouse"):
         warehouse.promote("run-9")
-    rejected.vectors_path.unlink()
-    with pytest.raises(QuijoteError, match=r"cannot read .*vectors\.parquet: no such file"):
-        warehouse.promote("run-2")
-    assert runs_table() == [("run-1", "current", True), ("run-2", "kept", False)]
+    rejected.vectors_path.unlink()  # the warehouse holds its own copy
+    warehouse.promote("run-2")
+    assert vocab_words() == OTHER_WORDS
+    assert warehouse.neighbors("molino", 1)[0][0] in OTHER_WORDS
 
 
 def test_an_older_warehouse_gets_the_new_column_and_table(home: Path, run: RunRecord):
@@ -356,3 +340,111 @@ def test_an_older_warehouse_gets_the_new_column_and_table(home: Path, run: RunRe
     _, rows = queries.query("SELECT run_id, promoted_at FROM runs ORDER BY run_id")
     assert rows == [("run-1", None), ("run-2", None)]
     assert queries.query("SELECT count(*) FROM evaluations")[1] == [(0,)]
+
+
+def test_the_warehouse_keeps_working_when_the_data_directory_moves(
+    home: Path, run: RunRecord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    warehouse.register_run(
+        make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS), status="rejected"
+    )
+    moved = tmp_path / "moved"
+    home.rename(moved)
+    monkeypatch.setenv("QUIJOTE_HOME", str(moved))
+    with closing(duckdb.connect(str(moved / "warehouse.duckdb"), read_only=True)) as conn:
+        assert conn.execute("SELECT * FROM neighbors('rey', 1)").fetchall()[0][0] == "niño"
+        assert conn.execute("SELECT count(*) FROM vocab").fetchall() == [(len(WORDS),)]
+        found = conn.execute("SELECT word FROM run_neighbors('run-2', 'molino', 1)").fetchall()
+        assert found[0][0] in OTHER_WORDS
+        paths = conn.execute("SELECT vocab_path, vectors_path FROM runs").fetchall()
+    assert all(not Path(path).is_absolute() for row in paths for path in row)
+    current = warehouse.current_run()
+    assert current is not None and Path(current["vectors_path"]).is_file()
+    assert Path(current["vectors_path"]).is_relative_to(moved)
+
+
+def test_an_older_warehouse_reading_parquet_by_path_gets_its_runs_copied_in(home: Path):
+    """Before the copies the views read each run's Parquet by absolute path."""
+    old = make_run(home / "stages", "run-1", WORDS, VECTORS)
+    gone = make_run(home / "stages", "run-0", OTHER_WORDS, OTHER_VECTORS)
+    home.mkdir(exist_ok=True)
+    with closing(duckdb.connect(str(warehouse_path()))) as conn:
+        conn.execute(warehouse._RUNS_TABLE)
+        for record, status in ((gone, "kept"), (old, "current")):
+            conn.execute(
+                "INSERT INTO runs (run_id, started_at, finished_at, corpus, params, metrics, "
+                "vocab_path, vectors_path, dim, status) VALUES (?, now(), now(), ['quijote'], "
+                "'{}', '{}', ?, ?, ?, ?)",
+                [
+                    record.run_id,
+                    str(record.vocab_path),
+                    str(record.vectors_path),
+                    record.dim,
+                    status,
+                ],
+            )
+        vectors = str(old.vectors_path).replace("'", "''")
+        conn.execute(f"CREATE VIEW vectors AS SELECT * FROM read_parquet('{vectors}')")
+        conn.execute(
+            "CREATE VIEW run_vectors AS SELECT 'run-1' AS run_id, word, vector::FLOAT[] AS vector "
+            f"FROM read_parquet('{vectors}')"
+        )
+    gone.vectors_path.unlink()  # a run whose files are gone stays listed, without vectors
+    warehouse.register_run(make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS), "kept")
+    assert runs_table() == [
+        ("run-0", "kept", False), ("run-1", "current", True), ("run-2", "kept", False)
+    ]  # fmt: skip
+    assert vocab_words() == WORDS
+    assert warehouse.neighbors("rey", 1)[0][0] == "niño"
+    assert warehouse.run_neighbors("run-2", "molino", 1)[0][0] in OTHER_WORDS
+    _, paths = queries.query("SELECT vectors_path FROM runs WHERE run_id = 'run-1'")
+    assert paths == [("stages/run-1/vectors.parquet",)]
+    _, views = queries.query("SELECT sql FROM duckdb_views() WHERE NOT internal")
+    assert not any("read_parquet" in sql for (sql,) in views)
+
+
+def clustered_run(home: Path, words: int, dim: int, seed: int = 0) -> tuple[RunRecord, np.ndarray]:
+    """A run of `words` vectors around a few hundred centres, as word vectors cluster."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((words // 20, dim))
+    vectors = centres[rng.integers(0, len(centres), words)] + 0.5 * rng.standard_normal(
+        (words, dim)
+    )
+    names = [f"w{i:05d}" for i in range(words)]
+    return make_run(home / "stages", "big", names, vectors.astype(np.float32)), vectors
+
+
+def test_a_large_vocabulary_is_searched_by_cell_and_exact_search_stays_by_name(home: Path):
+    run, vectors = clustered_run(home, 6000, 16)
+    warehouse.register_run(run, index_min_words=5000)
+    units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    with closing(warehouse.connect_read_only()) as conn:
+        cells = conn.execute("SELECT count(*) FROM vector_cells").fetchone()[0]
+        assert cells == 6
+        recalls = []
+        for query in range(0, 6000, 120):
+            word = f"w{query:05d}"
+            similarities = units @ units[query]
+            similarities[query] = -2
+            truth = {f"w{i:05d}" for i in np.argsort(-similarities, kind="stable")[:10]}
+            exact = conn.execute("SELECT word FROM neighbors_exact(?, 10)", [word]).fetchall()
+            assert {w for (w,) in exact} == truth
+            approx = conn.execute(
+                "SELECT word FROM neighbors_approx(?, 10, probes := 2)", [word]
+            ).fetchall()
+            recalls.append(len({w for (w,) in approx} & truth) / 10)
+            every_cell = conn.execute(
+                "SELECT word FROM neighbors_approx(?, 10, probes := ?)", [word, cells]
+            ).fetchall()
+            assert every_cell == exact
+        assert np.mean(recalls) >= 0.8  # a third of the cells read (0.86 when written)
+        default = conn.execute("SELECT * FROM neighbors('w00000', 10)").fetchall()
+        assert default == conn.execute("SELECT * FROM neighbors_approx('w00000', 10)").fetchall()
+        one_cell = conn.execute(
+            "SELECT count(*) FROM neighbors_approx('w00000', 5000, probes := 1)"
+        )
+        assert one_cell.fetchone()[0] < 5000  # only the nearest cell's words
+        analogy = "SELECT word FROM {}('w00001', 'w00002', 'w00003', 10)"
+        exact = conn.execute(analogy.format("analogy_exact")).fetchall()
+        assert len(set(conn.execute(analogy.format("analogy")).fetchall()) & set(exact)) >= 8
+    assert warehouse.neighbors("w00000", 3, exact=True) == warehouse.neighbors("w00000", 3)

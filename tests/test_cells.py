@@ -1,0 +1,53 @@
+"""The cell index: spherical k-means cells that an approximate cosine search reads."""
+
+import numpy as np
+
+from storage.cells import build_cells, cell_count, unit_rows
+
+
+def clustered(words: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:
+    return clusters_and_members(words, dim, clusters, seed)[0]
+
+
+def clusters_and_members(
+    words: int, dim: int, clusters: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors around `clusters` random centres, and each one's centre."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    members = rng.integers(0, clusters, words)
+    noise = 0.3 * rng.standard_normal((words, dim))
+    return (centres[members] + noise).astype(np.float32), members
+
+
+def test_every_word_is_in_the_cell_of_its_nearest_centroid():
+    vectors = clustered(3000, 12, 20)
+    cells = build_cells(vectors)
+    assert cells.centroids.shape == (cell_count(3000), 12) == (3, 12)
+    assert np.allclose(np.linalg.norm(cells.centroids, axis=1), 1, atol=1e-5)
+    similarities = unit_rows(vectors) @ cells.centroids.T
+    assert np.array_equal(cells.cell, similarities.argmax(1))
+    assert cells.cell.dtype == np.int32
+
+
+def test_the_same_vectors_and_seed_give_the_same_cells():
+    vectors = clustered(5000, 8, 40)
+    first, again = build_cells(vectors, cells=16), build_cells(vectors, cells=16)
+    assert np.array_equal(first.cell, again.cell)
+    assert np.array_equal(first.centroids, again.centroids)
+    assert not np.array_equal(build_cells(vectors, cells=16, seed=1).cell, first.cell)
+
+
+def test_cells_follow_the_clusters():
+    """Tight, separated clusters: k-means with as many cells keeps most clusters whole."""
+    vectors, truth = clusters_and_members(4000, 16, 8, seed=3)
+    cells = build_cells(vectors, cells=8).cell
+    whole = [np.bincount(cells[truth == c]).max() / (truth == c).sum() for c in range(8)]
+    assert np.median(whole) > 0.95
+
+
+def test_more_cells_asked_than_words_gives_one_per_word():
+    vectors = clustered(5, 4, 2)
+    cells = build_cells(vectors, cells=10)
+    assert len(cells.centroids) == 5 and len(cells.cell) == 5
+    assert cell_count(0) == 1 and cell_count(1024) == 1 and cell_count(1025) == 2
