@@ -43,6 +43,9 @@ GlobOption = Annotated[
     ),
 ]
 TopK = Annotated[int, typer.Option("-k", min=1, help="How many words.")]
+Exact = Annotated[
+    bool, typer.Option(help="Compare with every word (else by cell from 50,000 words).")
+]
 
 
 def main() -> None:
@@ -319,19 +322,20 @@ def _print_words(rows: list[tuple[str, float]], header: str) -> None:
 
 
 @app.command()
-def neighbors(word: str, k: TopK = 10) -> None:
+def neighbors(word: str, k: TopK = 10, exact: Exact = False) -> None:
     """The k nearest words by cosine similarity (current run)."""
     from storage import warehouse
 
-    _print_words(warehouse.neighbors(word.lower(), k), f"neighbours of {word}")
+    _print_words(warehouse.neighbors(word.lower(), k, exact=exact), f"neighbours of {word}")
 
 
 @app.command()
-def analogy(a: str, b: str, c: str, k: TopK = 10) -> None:
+def analogy(a: str, b: str, c: str, k: TopK = 10, exact: Exact = False) -> None:
     """Words closest to a - b + c (rey - hombre + mujer -> reina)."""
     from storage import warehouse
 
-    _print_words(warehouse.analogy(a.lower(), b.lower(), c.lower(), k), f"{a} - {b} + {c}")
+    found = warehouse.analogy(a.lower(), b.lower(), c.lower(), k, exact=exact)
+    _print_words(found, f"{a} - {b} + {c}")
 
 
 @app.command()

@@ -192,6 +192,11 @@ def test_queries_on_the_current_run(published: Path, tmp_path: Path) -> None:
     assert result.returncode == 0 and "neighbours of rey" in result.stdout
     result = quijote(published, "analogy", "rey", "hombre", "mujer", "-k", "1")
     assert result.returncode == 0 and "reina" in result.stdout
+    for command in (["neighbors", "rey"], ["analogy", "rey", "hombre", "mujer"]):
+        exact = quijote(published, *command, "-k", "3", "--exact")
+        assert (
+            exact.returncode == 0 and exact.stdout == quijote(published, *command, "-k", "3").stdout
+        )
     assert_one_line_error(quijote(published, "neighbors", "xyzzy"), "'xyzzy' is not in the")
     result = quijote(published, "sql", "SELECT word, count FROM vocab ORDER BY count DESC LIMIT 2")
     assert result.returncode == 0 and "rey" in result.stdout
