@@ -57,11 +57,17 @@ def split_heldout(
 
 def vocabulary_ids(sentences: Iterable[pa.RecordBatch], words: pa.Array) -> Iterator[IdBatch]:
     """Each batch's sentence ids, its tokens as vocabulary ids (id = position in `words`,
-    -1 for a word not in it) and the sentences' lengths."""
-    for batch in sentences:
-        tokens = batch.column("tokens")
-        ids = pc.index_in(tokens.flatten(), value_set=words).fill_null(-1).to_numpy()
-        yield batch.column("sentence_id"), ids.astype(np.int32), np.diff(tokens.offsets.to_numpy())
+    -1 for a word not in it) and the sentences' lengths. All the batches are looked up at
+    once (so held together: a document's at most), as Arrow hashes `words` for each lookup,
+    which at a million words costs more than a batch's tokens."""
+    batches = list(sentences)
+    tokens = [batch.column("tokens").flatten() for batch in batches]
+    ids = pc.index_in(pa.chunked_array(tokens, pa.string()), value_set=words)
+    ids = ids.fill_null(-1).to_numpy().astype(np.int32)
+    ends = np.cumsum([len(t) for t in tokens], dtype=np.int64)
+    for batch, start, end in zip(batches, ends - [len(t) for t in tokens], ends, strict=True):
+        lengths = np.diff(batch.column("tokens").offsets.to_numpy())
+        yield batch.column("sentence_id"), ids[start:end], lengths
 
 
 def subsample_ids(
@@ -106,8 +112,11 @@ def subsample_task(
         return split_heldout(batches, params.heldout, params.seed, heldout)
 
     def build(out):
-        # the shard's ids once for all epochs (4 bytes a token: bounded by the document)
-        training = list(vocabulary_ids(part(False), table["word"]))
+        # the shard's ids once for all epochs (4 bytes a token: bounded by the document), the
+        # held-out sentences' in the same lookup
+        training_batches, heldout_batches = list(part(False)), list(part(True))
+        ids = list(vocabulary_ids(training_batches + heldout_batches, table["word"]))
+        training, heldout_ids = ids[: len(training_batches)], ids[len(training_batches) :]
 
         def epoch(e: int) -> int:
             rng = seeded(params.seed, e, Stream.SUBSAMPLE, shard)
@@ -116,7 +125,7 @@ def subsample_task(
         # the epochs in threads: numpy and Parquet release the GIL
         words_per_epoch = list(mapped_ahead(epoch, range(params.epochs), os.cpu_count() or 1))
         rng = seeded(params.seed, 0, Stream.HELDOUT_SUBSAMPLE, shard)
-        heldout = write_ids(out / HELDOUT_FILE, subsample(part(True), table["word"], keep, rng))
+        heldout = write_ids(out / HELDOUT_FILE, subsample_ids(heldout_ids, keep, rng))
         return {"kept_words_per_epoch": words_per_epoch, "heldout_words": heldout}
 
     settings = params.subset("sample", "subsample_rule", "epochs", "heldout", "seed")

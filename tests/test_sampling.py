@@ -2,10 +2,12 @@
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
 
 from tasks.negatives import NegativeSampler, noise_distribution
-from tasks.pairs import skipgram_pairs, window_pairs
-from tasks.subsample import is_heldout, keep_probabilities, subsample
+from tasks.pairs import count_pairs, skipgram_pairs, window_pairs
+from tasks.subsample import is_heldout, keep_probabilities, subsample, vocabulary_ids
 
 
 def test_keep_probability_rules() -> None:
@@ -105,3 +107,46 @@ def test_held_out_sentences_are_a_seeded_share() -> None:
     assert np.array_equal(held[:777], is_heldout(ids[:777], 0.01, seed=1))  # per id, not batch
     assert not np.array_equal(held, is_heldout(ids, 0.01, seed=2))
     assert not is_heldout(ids, 0.0, seed=1).any()
+
+
+def sentence_batches(rng: np.random.Generator, words: list[str], n: int) -> list[pa.RecordBatch]:
+    """`n` batches of random sentences of `words` and a word outside them."""
+    batches = []
+    for b in range(n):
+        lengths = rng.integers(1, 30, 50)
+        tokens = [[rng.choice([*words, "fuera"]) for _ in range(k)] for k in lengths]
+        ids = pa.array(range(b * 50, (b + 1) * 50), pa.int64())
+        batches.append(pa.record_batch([ids, pa.array(tokens)], names=["sentence_id", "tokens"]))
+    return batches
+
+
+def test_vocabulary_ids_look_all_batches_up_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Arrow hashes the vocabulary for each lookup: once per call, not once per batch."""
+    words = ["de", "la", "casa", "rucio"]
+    batches = sentence_batches(np.random.default_rng(5), words, 4)
+    lookups = []
+    index_in = pc.index_in
+    monkeypatch.setattr(pc, "index_in", lambda *a, **k: lookups.append(1) or index_in(*a, **k))
+    out = list(vocabulary_ids(batches, pa.array(words)))
+    assert len(lookups) == 1 and len(out) == len(batches)
+    for batch, (sentence_ids, ids, lengths) in zip(batches, out, strict=True):
+        tokens = batch.column("tokens")
+        expected = [words.index(w) if w in words else -1 for w in tokens.flatten().to_pylist()]
+        assert ids.tolist() == expected and ids.dtype == np.int32
+        assert lengths.tolist() == [len(s) for s in tokens.to_pylist()]
+        assert sentence_ids.equals(batch.column("sentence_id"))
+    assert list(vocabulary_ids([], pa.array(words))) == []
+
+
+def test_count_pairs_counts_what_skipgram_pairs_makes() -> None:
+    rng = np.random.default_rng(2)
+    lengths = [rng.integers(1, 40, 300) for _ in range(3)]
+    batches = [
+        pa.record_batch(
+            [pa.array(range(len(k)), pa.int64()), pa.array([list(range(n)) for n in k])],
+            names=["sentence_id", "ids"],
+        )
+        for k in lengths
+    ]
+    made = sum(b.num_rows for b in skipgram_pairs(batches, 5, np.random.default_rng(9)))
+    assert count_pairs(batches, 5, np.random.default_rng(9)) == made > 0
