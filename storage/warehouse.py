@@ -75,7 +75,7 @@ ON CONFLICT (run_id) DO UPDATE SET
     dim = excluded.dim, status = excluded.status, promoted_at = excluded.promoted_at"""
 
 INDEX_MIN_WORDS = 50_000  # from this many words `neighbors` and `analogy` search by cell
-PROBES = 24  # the cells an approximate search reads (see bench/neighbors.py)
+PROBES = 16  # the cells an approximate search reads (see bench/neighbors.py)
 
 # Every run's vocabulary and vectors (FLOAT[]: runs may differ in dim), in file order.
 _RUN_TABLES = (
@@ -623,8 +623,8 @@ def _turnstile(db: Path, mode: int, deadline: float) -> Iterator[None]:
 
 
 def _data_file(path: Path, data_dir: Path) -> Path:
-    """`path` resolved, checked to be a file inside the data directory (readers may only read
-    there, so a view over a file elsewhere would not work)."""
+    """`path` resolved, checked to be a file inside the data directory (`runs` records it
+    relative to that directory, which find_run resolves wherever the directory now is)."""
     resolved = Path(path).resolve()
     if not resolved.is_file():
         raise QuijoteError(f"cannot read {path}: no such file")
