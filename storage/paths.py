@@ -8,10 +8,11 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def data_home() -> Path:
+def data_home(create: bool = True) -> Path:
     """The directory holding everything a run makes (created on demand)."""
     home = Path(os.environ.get("QUIJOTE_HOME", "data")).expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    if create:
+        home.mkdir(parents=True, exist_ok=True)
     return home
 
 
@@ -48,7 +49,8 @@ def runs_dir() -> Path:
 
 
 def warehouse_path() -> Path:
-    return data_home() / "warehouse.duckdb"
+    """The warehouse file (looking for it creates nothing: a writer makes its folder)."""
+    return data_home(create=False) / "warehouse.duckdb"
 
 
 CLASSIFIER_MODEL = "model"  # the fine-tuned classifier inside the classify stage's directory

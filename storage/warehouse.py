@@ -579,6 +579,7 @@ def _writing(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     readers now wait behind this writer, so a stream of them cannot starve it), then the
     database once the readers already in have closed it."""
     deadline = time.monotonic() + WRITE_WAIT_S
+    db.parent.mkdir(parents=True, exist_ok=True)
     with _turnstile(db, fcntl.LOCK_EX, deadline), closing(_open(db, False, deadline)) as conn:
         # Stored as they are: a search by cell reads whole chunks of 2,048 vectors, and
         # DuckDB's float compression (ALP-RD) saves little on them and made it 2-3x slower.
