@@ -98,9 +98,15 @@ def export(
         with closing(connect_read_only(db, writable=path)) as conn:
 
             def write(last: duckdb.Statement) -> int:
-                # the newline ends a trailing comment; fmt is one of FORMATS
-                copy_sql = f"COPY (\n{last.query}\n) TO $1 (FORMAT {fmt}, USE_TMP_FILE false)"
-                result = conn.execute(copy_sql, [str(path)])
+                if last.type == duckdb.StatementType.EXPLAIN:
+                    raise QuijoteError(
+                        "--format writes the rows of a query: run EXPLAIN without it"
+                    )
+                # query() also takes DESCRIBE, SHOW, SUMMARIZE and PRAGMA; fmt is one of FORMATS
+                copy_sql = (
+                    f"COPY (SELECT * FROM query($2)) TO $1 (FORMAT {fmt}, USE_TMP_FILE false)"
+                )
+                result = conn.execute(copy_sql, [str(path), last.query])
                 (count,) = result.fetchone() or (0,)
                 return int(count)
 

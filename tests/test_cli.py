@@ -289,6 +289,13 @@ def test_sql_writes_every_row_as_csv_json_or_parquet(published: Path, tmp_path: 
     assert_one_line_error(quijote(published, "sql", "SELECT 1", "--format", "csv"), "--out FILE")
     bad = quijote(published, "sql", "SELECT 1", "--format", "xml", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "unknown format 'xml'")
+    described = tmp_path / "describe.csv"
+    result = quijote(published, "sql", "DESCRIBE vocab", "--format", "csv", "--out", str(described))
+    assert result.returncode == 0 and described.read_text().startswith("column_name,column_type")
+    result = quijote(published, "sql", "PRAGMA version", "--format", "json", "--out", "/dev/stdout")
+    assert result.returncode == 0 and "library_version" in result.stdout
+    explained = quijote(published, "sql", "EXPLAIN SELECT 1", "--format", "csv", "--out", "e.csv")
+    assert_one_line_error(explained, "--format writes the rows of a query")
 
 
 def test_sql_timeout_stops_a_long_query_and_leaves_no_file(published: Path, tmp_path: Path) -> None:
