@@ -193,7 +193,7 @@ SELECT word, similarity FROM (
     FROM current_vectors AS v, q
     {where}
     ORDER BY similarity DESC, v.word
-    LIMIT k + {inputs:d}
+    LIMIT k::BIGINT + {inputs:d}
 )
 WHERE {keep}
 ORDER BY similarity DESC, word
