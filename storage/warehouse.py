@@ -295,17 +295,14 @@ def promote(run_id: str, db: Path | None = None, index_min_words: int = INDEX_MI
         try:
             _create_tables(conn, db.parent, index_min_words)
             conn.begin()
-            row = conn.execute("SELECT dim FROM runs WHERE run_id = ?", [run_id]).fetchone()
-            if row is None:
-                raise QuijoteError(f"no run {run_id!r} in the warehouse (see: SELECT * FROM runs)")
-            words, vectors = _run_vectors(conn, run_id, row[0])
+            words, vectors = _run_vectors(conn, run_id)
             current = _current_tables(words, vectors, index_min_words)
             conn.execute("UPDATE runs SET status = 'kept' WHERE is_current")
             conn.execute(
                 "UPDATE runs SET status = 'current', promoted_at = now() WHERE run_id = ?",
                 [run_id],
             )
-            _make_current(conn, current, row[0])
+            _make_current(conn, current, vectors.shape[1])
             conn.commit()
         except duckdb.Error as error:
             raise QuijoteError(f"cannot promote run {run_id}: {first_line(error)}") from error
@@ -393,15 +390,23 @@ def _copy_run(conn: duckdb.DuckDBPyConnection, run_id: str, vocab: Path, vectors
     )
 
 
-def _run_vectors(
-    conn: duckdb.DuckDBPyConnection, run_id: str, dim: int
-) -> tuple[list[str], np.ndarray]:
-    """A registered run's words and vectors, as stored in the warehouse."""
+def run_vectors(run_id: str, db: Path | None = None) -> tuple[list[str], np.ndarray]:
+    """A registered run's words and vectors, from the warehouse's own copy."""
+    with closing(connect_read_only(db)) as conn:
+        return _run_vectors(conn, run_id)
+
+
+def _run_vectors(conn: duckdb.DuckDBPyConnection, run_id: str) -> tuple[list[str], np.ndarray]:
+    row = conn.execute("SELECT dim FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    if row is None:
+        raise QuijoteError(f"no run {run_id!r} in the warehouse (see: SELECT * FROM runs)")
     table = conn.execute(
         "SELECT word, vector FROM run_vectors WHERE run_id = ? ORDER BY rowid", [run_id]
     ).to_arrow_table()
+    if table.num_rows == 0:  # registered before the copies, its files gone since
+        raise QuijoteError(f"run {run_id} has no vectors in the warehouse")
     flat = table["vector"].combine_chunks().flatten().to_numpy()
-    return table["word"].to_pylist(), flat.astype(np.float32).reshape(-1, dim)
+    return table["word"].to_pylist(), flat.astype(np.float32).reshape(-1, row[0])
 
 
 def _create_tables(conn: duckdb.DuckDBPyConnection, data_dir: Path, index_min_words: int) -> None:

@@ -20,14 +20,13 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NONE
 
+from quijote.errors import QuijoteError
 from storage import warehouse
 from storage.benchmarks import Benchmark, SimilaritySet
 from storage.stages import StageOutput
@@ -263,29 +262,22 @@ def judge(
     return Verdict(all(check.passed for check in judged), reasons, current_run, checks)
 
 
-def read_run(vectors_path: Path, metrics: dict[str, Any]) -> RunVectors:
-    words, vectors = read_vectors(vectors_path)
-    return RunVectors(words, vectors, metrics.get("heldout_loss"), metrics.get("heldout_set"))
-
-
 @task(name="gate", cache_policy=NONE)
 def gate_task(
     trained: StageOutput, benchmarks: Sequence[Benchmark] = (), restrict_vocab: int = 0
 ) -> Verdict:
     """Judge the trained vectors against the warehouse's current run."""
     losses = trained.meta["heldout_loss_per_epoch"]
-    candidate = read_run(
-        trained.file("vectors.parquet"),
-        {
-            "heldout_loss": losses[-1] if losses else None,
-            "heldout_set": trained.meta["heldout_set"],
-        },
+    words, vectors = read_vectors(trained.file("vectors.parquet"))
+    candidate = RunVectors(
+        words, vectors, losses[-1] if losses else None, trained.meta["heldout_set"]
     )
     row = warehouse.current_run()
     if row is None:
         return judge(candidate, None)
-    try:
-        current = read_run(Path(row["vectors_path"]), row["metrics"])
-    except (OSError, pa.ArrowException):  # its Parquet truncated, replaced or deleted
+    heldout = row["metrics"].get("heldout_loss"), row["metrics"].get("heldout_set")
+    try:  # the warehouse's copy: the stage files may be gone
+        current = RunVectors(*warehouse.run_vectors(row["run_id"]), *heldout)
+    except QuijoteError:  # registered before the copies, its files gone since
         current = None
     return judge(candidate, current, benchmarks, row["run_id"], restrict_vocab)

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -181,6 +182,11 @@ def test_a_damaged_current_run_is_explained_and_replaced(published: Path, tmp_pa
     candidate = make_run(tmp_path, "train", OTHER_WORDS, OTHER_VECTORS).vectors_path.parent
     meta = {"heldout_loss_per_epoch": [2.0], "heldout_set": "h"}
     trained = StageOutput("train", "k", candidate, meta)
+    verdict = gate_task.fn(trained)  # judged against the warehouse's copy
+    assert verdict.passed and verdict.current_run == "run-1"
+    assert verdict.reasons[-1].startswith("nothing comparable with the current run")
+    with duckdb.connect(str(published / "warehouse.duckdb")) as conn:  # as if registered before
+        conn.execute("DELETE FROM run_vectors WHERE run_id = 'run-1'")  # the copies, files gone
     verdict = gate_task.fn(trained)
     assert verdict.passed and verdict.current_run == "run-1"
     assert verdict.reasons == ["the current run run-1 is unreadable: nothing to compare with"]

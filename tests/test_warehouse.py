@@ -401,6 +401,8 @@ def test_an_older_warehouse_reading_parquet_by_path_gets_its_runs_copied_in(home
     assert paths == [("stages/run-1/vectors.parquet",)]
     _, views = queries.query("SELECT sql FROM duckdb_views() WHERE NOT internal")
     assert not any("read_parquet" in sql for (sql,) in views)
+    with pytest.raises(QuijoteError, match="run run-0 has no vectors in the warehouse"):
+        warehouse.promote("run-0")
 
 
 def clustered_run(home: Path, words: int, dim: int, seed: int = 0) -> tuple[RunRecord, np.ndarray]:
