@@ -75,7 +75,7 @@ ON CONFLICT (run_id) DO UPDATE SET
     dim = excluded.dim, status = excluded.status, promoted_at = excluded.promoted_at"""
 
 INDEX_MIN_WORDS = 50_000  # from this many words `neighbors` and `analogy` search by cell
-PROBES = 16  # the cells an approximate search reads (see bench/neighbors.py)
+PROBES = 32  # the cells an approximate search reads (see bench/neighbors.py)
 
 # Every run's vocabulary and vectors (FLOAT[]: runs may differ in dim), in file order.
 _RUN_TABLES = (
