@@ -36,9 +36,8 @@ import pyarrow as pa
 from speed import ROOT, commit, machine, save
 
 from storage import schemas, warehouse
-from storage.cells import unit_rows
 from storage.files import write_parquet
-from storage.vectors import read_vectors
+from storage.vectors import read_vectors, unit_rows
 
 SIZES = (30_000, 300_000, 1_000_000)
 DIM = 300

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from speed import LARGE, QUIJOTE, ROOT, SETTINGS, alternating, commit, machine, save
 
 from storage.benchmarks import find_benchmarks
-from storage.vectors import read_vectors_file
-from tasks.evaluate import evaluate, unit_rows
+from storage.vectors import read_vectors_file, unit_rows
+from tasks.evaluate import evaluate
 from tasks.gate import SPREAD_WORDS, RunVectors, judge, mean_pair_cosine, probe_scores
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from storage.vectors import unit_rows
+
 WORDS_PER_CELL = 1024  # about one DuckDB vector (2,048 rows) per cell or two
 ITERATIONS = 8
 TRAINING_WORDS_PER_CELL = 64  # k-means learns the centroids from a sample this big per cell
@@ -49,13 +51,6 @@ def nearest(units: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     for start in range(0, len(units), BLOCK):
         cell[start : start + BLOCK] = np.argmax(units[start : start + BLOCK] @ centroids.T, 1)
     return cell
-
-
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """The rows scaled to unit length (zero rows stay zero), as float32."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms > 0, norms, 1)
 
 
 def _recentred(units: np.ndarray, cell: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -47,6 +47,13 @@ def number_lines(
     yield from mapped_ahead(block, range(0, len(vectors), rows), os.cpu_count() or 1)
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (zero rows stay zero), as float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1)
+
+
 def read_vectors(path: Path) -> Vectors:
     """A vectors Parquet file (the pipeline's own, trusted)."""
     table = pq.read_table(path)

@@ -38,9 +38,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from quijote.errors import QuijoteError, first_line
-from storage.cells import build_cells, unit_rows
+from storage.cells import build_cells
 from storage.paths import warehouse_path
-from storage.vectors import read_vectors
+from storage.vectors import read_vectors, unit_rows
 
 LOCK_WAIT_S = 5.0  # how long a reader waits for another process's lock on the database file
 WRITE_WAIT_S = 60.0  # how long a run waits to register (other writers, readers' open queries)

@@ -27,7 +27,7 @@ from storage.benchmarks import AnalogySet, Benchmark, SimilaritySet
 from storage.files import write_parquet
 from storage.schemas import EVALUATION
 from storage.stages import StageOutput, run_stage
-from storage.vectors import read_vectors
+from storage.vectors import read_vectors, unit_rows
 from tasks.stage_task import stage_task
 
 VERSION = 1
@@ -75,13 +75,6 @@ class WordIndex:
             row = self.exact.get(lower)
             found.append(self.folded.get(fold(lower), -1) if row is None else row)
         return np.array(found, dtype=np.int64)
-
-
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (zero rows stay zero), as float32."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms > 0, norms, 1)
 
 
 def ranks(values: np.ndarray) -> np.ndarray:

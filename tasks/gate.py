@@ -30,8 +30,8 @@ from quijote.errors import QuijoteError
 from storage import warehouse
 from storage.benchmarks import Benchmark, SimilaritySet
 from storage.stages import StageOutput
-from storage.vectors import read_vectors
-from tasks.evaluate import WordIndex, analogy_answers, pair_cosines, spearman, unit_rows
+from storage.vectors import read_vectors, unit_rows
+from tasks.evaluate import WordIndex, analogy_answers, pair_cosines, spearman
 
 PROBES: tuple[tuple[str, str], ...] = (
     ("dulcinea", "toboso"),

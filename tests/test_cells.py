@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from storage.cells import build_cells, cell_count, unit_rows
+from storage.cells import build_cells, cell_count
+from storage.vectors import unit_rows
 
 
 def clustered(words: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from storage.benchmarks import SimilaritySet
-from tasks.evaluate import unit_rows
+from storage.vectors import unit_rows
 from tasks.gate import (
     COLLAPSED_COSINE,
     LOSS_TOLERANCE,
