@@ -16,7 +16,7 @@ import tasks.train
 from flows.train_stages import train_stages
 from quijote.params import Params
 from storage.schemas import PAIRS
-from storage.stages import stage_key
+from storage.stages import StageOutput, stage_key
 from storage.vectors import read_vectors
 from tests.data import quijote_slice
 
@@ -32,6 +32,13 @@ def three_documents(directory: Path) -> Path:
     return directory
 
 
+def same_vectors(trained: StageOutput, other: StageOutput) -> bool:
+    """Whether two train stages wrote the same words and bit-identical vectors."""
+    words, vectors = read_vectors(trained.file("vectors.parquet"))
+    other_words, other_vectors = read_vectors(other.file("vectors.parquet"))
+    return words == other_words and np.array_equal(vectors, other_vectors)
+
+
 def test_shards_in_workers_give_the_vectors_of_one_process(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -44,9 +51,7 @@ def test_shards_in_workers_give_the_vectors_of_one_process(
     serial = train_stages(corpus, PARAMS, orchestrated=False)
 
     assert [s.meta["pairs"] for s in pooled["pairs"]] == [s.meta["pairs"] for s in serial["pairs"]]
-    words, vectors = read_vectors(pooled["train"].file("vectors.parquet"))
-    serial_words, serial_vectors = read_vectors(serial["train"].file("vectors.parquet"))
-    assert words == serial_words and np.array_equal(vectors, serial_vectors)
+    assert same_vectors(pooled["train"], serial["train"])
 
 
 def test_streamed_pairs_train_the_same_vectors_with_no_pairs_on_disk(
@@ -66,9 +71,7 @@ def test_streamed_pairs_train_the_same_vectors_with_no_pairs_on_disk(
         )
         assert written.key == default_key and "pairs" not in written.meta["params"]
     assert streamed["train"].meta["loss_per_epoch"] == files["train"].meta["loss_per_epoch"]
-    words, vectors = read_vectors(files["train"].file("vectors.parquet"))
-    streamed_words, streamed_vectors = read_vectors(streamed["train"].file("vectors.parquet"))
-    assert words == streamed_words and np.array_equal(vectors, streamed_vectors)
+    assert same_vectors(files["train"], streamed["train"])
 
 
 def test_drawn_blocks_are_the_files_blocks_from_any_row(
