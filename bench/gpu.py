@@ -91,7 +91,8 @@ def quijote_train(
     command = [sys.executable, "-c", "from quijote.cli import main; main()", "train"]
     command += [*(f"-c{p}" for p in corpus), *flags, f"--seed={seed}", f"--threads={threads}"]
     command += [f"--device={device}", f"--out={out}"]
-    env = {**os.environ, "QUIJOTE_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "QUIJOTE_HOME": str(home), "PYTHONPATH": path}
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     result = run(command, env)
     result["summary"] = json.loads(result.pop("stdout").strip().splitlines()[-1])

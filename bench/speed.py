@@ -253,7 +253,10 @@ def machine() -> dict:
 
 
 def commit() -> str:
-    """The measured commit, with `+changes` when the working tree differs from it."""
+    """The measured commit, with `+changes` when the working tree differs from it; $BENCH_COMMIT
+    where there is no checkout (bench/device.sh's copy on the GPU machine)."""
+    if given := os.environ.get("BENCH_COMMIT"):
+        return given
     git = ["git", "-C", str(ROOT)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     changes = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
