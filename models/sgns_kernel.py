@@ -31,8 +31,8 @@ from numba.extending import intrinsic
 
 from models.skipgram import MIN_LR, Batch, Block, saved_weights
 
-# numba's own thread pool: OpenMP's spinning barriers stall when another process holds a core
-# (2-5x slower on a busy 2-core machine). It runs one parallel call at a time: `_LOCK`.
+# numba's own thread pool: OpenMP's spinning barriers stall when another process holds a
+# core. It runs one parallel call at a time: `_LOCK`.
 numba.config.THREADING_LAYER = "workqueue"
 _LOCK = threading.Lock()
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)

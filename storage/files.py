@@ -109,8 +109,8 @@ def write_json(path: Path, value: Any) -> None:
 def write_parquet(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
     """Stream record batches into one Parquet file (one row group per batch); return rows.
     Large strings (whole documents) get no min/max statistics: each would copy the value.
-    Only words are dictionary-encoded: on ids and floats a dictionary made the files larger
-    and slower to read (pairs: 3.1 MB, read 0.05 s -> 1.9 MB, 0.016 s without)."""
+    Only words are dictionary-encoded: on ids and floats a dictionary makes the files larger
+    and slower to read."""
     rows = 0
     statistics = [f.name for f in schema if not pa.types.is_large_string(f.type)]
     words = [path for f in schema for path in _word_columns(f)]

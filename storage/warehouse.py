@@ -587,7 +587,7 @@ def _writing(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     db.parent.mkdir(parents=True, exist_ok=True)
     with _turnstile(db, fcntl.LOCK_EX, deadline), closing(_open(db, False, deadline)) as conn:
         # Stored as they are: a search by cell reads whole chunks of 2,048 vectors, and
-        # DuckDB's float compression (ALP-RD) saves little on them and made it 2-3x slower.
+        # DuckDB's float compression (ALP-RD) saves little on them and slows that down.
         conn.execute("SET force_compression = 'uncompressed'")
         yield conn
 

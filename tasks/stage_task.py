@@ -1,5 +1,5 @@
 """`@stage_task`: a stage function that is also a Prefect task. Called directly it is the plain
-function, and Prefect is never imported (`quijote train` starts 1.4 s sooner); `.task` is the
+function, and Prefect is never imported (`quijote train` starts sooner); `.task` is the
 Prefect task around it, built on first use. A stage whose output was reused from the cache ends
 its task run in a `Cached` state (a kind of Completed), so cache hits show as such in the UI and
 the API; the caller still gets the StageOutput."""
