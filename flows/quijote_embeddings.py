@@ -5,6 +5,7 @@ default, on a Dask cluster with `on_dask`."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from storage.benchmarks import find_benchmarks
 from storage.tables import DEFAULT_LABELLED, find_labelled
 from tasks.evaluate import evaluate_task
 from tasks.gate import gate_task
-from tasks.publish import new_run_id, publish_task
+from tasks.publish import RunSummary, new_run_id, publish_task
 from tasks.report import report_task
 
 
@@ -32,7 +33,7 @@ def quijote_embeddings(
     promote: bool = False,
     text_field: str | None = None,
     glob: str | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Train skip-gram vectors on `corpus` (names, URLs, files or directories: see README
     "Corpora"; `text_field` names the text of JSON lines, CSV or Parquet records, `glob` the
     files to read in a directory or zip archive), score them on `benchmarks` (similarity and
@@ -56,14 +57,14 @@ def quijote_embeddings(
     started_at = datetime.now(UTC)
     stages = train_stages(list(corpus), settings, text_field=text_field, glob=glob)
     if sets:
-        stages["evaluate"] = evaluate_task.task(
-            stages["train"], sets, settings, return_state=True
-        ).result()
-    verdict = gate_task(stages["train"], sets, settings.restrict_vocab)
+        evaluated = evaluate_task.task(stages.train, sets, settings, return_state=True).result()
+        stages = replace(stages, evaluate=evaluated)
+    verdict = gate_task(stages.train, sets, settings.restrict_vocab)
     if table:
-        stages["classify"] = classify_task.task(
-            stages["train"], table, classify_settings, return_state=True
+        classified = classify_task.task(
+            stages.train, table, classify_settings, return_state=True
         ).result()
+        stages = replace(stages, classify=classified)
     summary = publish_task(
         new_run_id(), started_at, list(corpus), settings, stages, verdict, promote
     )

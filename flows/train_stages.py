@@ -15,8 +15,9 @@ import os
 import pickle
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from quijote.errors import QuijoteError
@@ -31,10 +32,39 @@ from tasks.vocab import vocab_task
 
 DEFAULT_CORPUS = ("quijote",)
 
-Stages = dict[str, StageOutput | list[StageOutput]]
 Call = Callable[..., StageOutput]  # (stage, *args) -> its output
 Each = Callable[..., list[StageOutput]]  # (stage, *args, one list item per shard) -> outputs
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The data preparation's outputs, from download to pairs (the per-shard stages: a list,
+    one output per corpus document)."""
+
+    download: StageOutput
+    tokenize: list[StageOutput]
+    vocab: StageOutput
+    subsample: list[StageOutput]
+    pairs: list[StageOutput]
+
+
+@dataclass(frozen=True)
+class Stages(Prepared):
+    """Every stage's output, in pipeline order; evaluate and classify are None when the run
+    had no benchmark files or no labelled table (and in `quijote train`)."""
+
+    negatives: StageOutput
+    train: StageOutput
+    evaluate: StageOutput | None = None
+    classify: StageOutput | None = None
+
+    def items(self) -> Iterator[tuple[str, StageOutput | list[StageOutput]]]:
+        """(name, output) of each stage that ran, in pipeline order."""
+        for field in fields(self):
+            output = getattr(self, field.name)
+            if output is not None:
+                yield field.name, output
 
 
 def train_stages(
@@ -47,20 +77,19 @@ def train_stages(
     """Run the stages from download to train, as Prefect tasks or (`orchestrated=False`) as
     plain functions; `text_field` and `glob` tell the download stage how to read the corpus."""
     if orchestrated:
-        call, stages = _as_task, prepare(corpus, params, _as_task, _mapped, text_field, glob)
+        call, prepared = _as_task, prepare(corpus, params, _as_task, _mapped, text_field, glob)
     else:
-        prepared = forked(lambda: prepare(corpus, params, _plainly, in_workers, text_field, glob))
+        wait = forked(lambda: prepare(corpus, params, _plainly, in_workers, text_field, glob))
         load_kernels()
-        call, stages = _plainly, prepared()
+        call, prepared = _plainly, wait()
     from tasks.negatives import negatives_task  # numba: imported after the fork (see above)
     from tasks.train import train_task
 
-    stages["negatives"] = call(negatives_task, stages["vocab"], params)
-    stages["train"] = call(
-        train_task, stages["vocab"], stages["pairs"], stages["negatives"], params,
-        stages["subsample"],
-    )  # fmt: skip
-    return stages
+    negatives = call(negatives_task, prepared.vocab, params)
+    trained = call(
+        train_task, prepared.vocab, prepared.pairs, negatives, params, prepared.subsample
+    )
+    return Stages(**vars(prepared), negatives=negatives, train=trained)
 
 
 def prepare(
@@ -70,7 +99,7 @@ def prepare(
     each: Each,
     text_field: str | None,
     glob: str | None,
-) -> Stages:
+) -> Prepared:
     """Download, tokenize, vocab, subsample and pairs."""
     documents = call(download, corpus, text_field, glob)
     shards = list(range(documents.meta["documents"]))
@@ -78,13 +107,7 @@ def prepare(
     vocab = call(vocab_task, sentences, params)
     subsampled = each(subsample_task, sentences, vocab, params, shards)
     pairs = each(pairs_task, subsampled, params, shards)
-    return {
-        "download": documents,
-        "tokenize": sentences,
-        "vocab": vocab,
-        "subsample": subsampled,
-        "pairs": pairs,
-    }
+    return Prepared(documents, sentences, vocab, subsampled, pairs)
 
 
 def _plainly(stage: StageTask, *args: Any) -> StageOutput:

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from quijote.classify_cli import classify_app
 from quijote.errors import QuijoteError, first_line
+
+if TYPE_CHECKING:
+    from tasks.publish import RunSummary
 
 app = typer.Typer(
     help="Spanish word embeddings: train skip-gram vectors and query them in SQL.",
@@ -202,43 +205,43 @@ def run(
     _print_summary(summary)
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def _print_summary(summary: RunSummary) -> None:
     from storage.paths import warehouse_path
     from tasks.evaluate import score_table
     from tasks.report import gate_outcome
 
-    metrics = summary["metrics"]
-    out.print(f"\n[bold]Run {summary['run_id']}[/bold] on {', '.join(summary['corpus'])}")
+    metrics = summary.metrics
+    out.print(f"\n[bold]Run {summary.run_id}[/bold] on {', '.join(summary.corpus)}")
     out.print(
-        f"corpus words {metrics['corpus_words']:,} · sentences {metrics['sentences']:,} · "
-        f"vocabulary {metrics['vocab_size']:,} · pairs {metrics['pairs']:,} · "
-        f"device {metrics['device']}"
+        f"corpus words {metrics.corpus_words:,} · sentences {metrics.sentences:,} · "
+        f"vocabulary {metrics.vocab_size:,} · pairs {metrics.pairs:,} · "
+        f"device {metrics.device}"
     )
-    losses = ", ".join(f"{loss:.4f}" for loss in metrics["loss_per_epoch"])
+    losses = ", ".join(f"{loss:.4f}" for loss in metrics.loss_per_epoch)
     out.print(f"loss per epoch: {losses}")
-    if metrics["heldout_loss"] is not None:
-        out.print(f"held-out loss: {metrics['heldout_loss']:.4f}")
+    if metrics.heldout_loss is not None:
+        out.print(f"held-out loss: {metrics.heldout_loss:.4f}")
     stages = " · ".join(
-        f"{name} " + ("reused" if s["reused"] else f"{s['seconds']:.1f}s")
-        for name, s in summary["stages"].items()
+        f"{name} " + ("reused" if s.reused else f"{s.seconds:.1f}s")
+        for name, s in summary.stages.items()
     )
     out.print(f"stages: {stages}")
     for word in ("quijote", "sancho", "dulcinea"):
-        if word in summary["neighbours"]:
-            out.print(f"  {word}: " + ", ".join(summary["neighbours"][word]))
-    header, lines = score_table(metrics["evaluation"], sections=False)
+        if word in summary.neighbours:
+            out.print(f"  {word}: " + ", ".join(summary.neighbours[word]))
+    header, lines = score_table(metrics.evaluation, sections=False)
     for line in lines:
         scores = " · ".join(f"{m} {v}" for m, v in zip(header[2:], line[2:], strict=True) if v)
         out.print(f"benchmark {line[0]}: {scores} ({line[1]} found)")
-    gate = metrics["gate"]
-    verdict = gate_outcome(gate["passed"], metrics["promoted"])
-    out.print(f"quality gate {verdict} ({'; '.join(gate['reasons'])})")
-    if summary["classifier"]:
-        classifier = summary["classifier"]
-        out.print(f"classifier ({classifier['label_column']}), validation accuracy / macro-F1:")
-        for row in classifier["rows"]:
+    gate = metrics.gate
+    verdict = gate_outcome(gate.passed, metrics.promoted)
+    out.print(f"quality gate {verdict} ({'; '.join(gate.reasons)})")
+    if summary.classifier:
+        classifier = summary.classifier
+        out.print(f"classifier ({classifier.label_column}), validation accuracy / macro-F1:")
+        for row in classifier.rows:
             out.print(f"  {row['mode']:8} {row['accuracy']:.3f} / {row['macro_f1']:.3f}")
-    out.print(f"run directory: {summary['run_dir']} (report.md, loss.png, map.png)")
+    out.print(f"run directory: {summary.run_dir} (report.md, loss.png, map.png)")
     out.print(f"warehouse: {warehouse_path()}")
     out.print("try: quijote sql \"SELECT * FROM neighbors('dulcinea', 10)\"")
 
@@ -285,20 +288,20 @@ def train(
 
     specs = list(corpus or DEFAULT_CORPUS)
     stages = train_stages(specs, params, orchestrated=False, text_field=text_field, glob=glob)
-    vectors = stages["train"].file("vectors.parquet")
+    vectors = stages.train.file("vectors.parquet")
     if format_ == "parquet":
         _copy(vectors, out_file)
     else:
         write_word2vec(vectors, out_file)
     seconds = time.perf_counter() - started
-    words = total(stages["tokenize"], "tokens")
+    words = total(stages.tokenize, "tokens")
     summary = {
         "words": words,
         "epochs": params.epochs,
-        "vocab": stages["vocab"].meta["words"],
+        "vocab": stages.vocab.meta["words"],
         "seconds": round(seconds, 3),
         "words_per_s": round(words * params.epochs / seconds),
-        "device": stages["train"].meta["device"],
+        "device": stages.train.meta["device"],
         "reused": [name for name, s in stages.items() if all(p.reused for p in shards(s))],
         "out": str(out_file),
     }

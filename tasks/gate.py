@@ -19,8 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 from prefect import task
@@ -85,9 +84,6 @@ class Verdict:
     reasons: list[str]
     current_run: str | None = None
     checks: list[Check] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def mean_pair_cosine(units: np.ndarray) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from storage import warehouse
 from storage.files import atomic_path
 from storage.vectors import read_vectors
 from tasks.evaluate import score_table
+from tasks.publish import ClassifierRun, RunSummary
 
 if TYPE_CHECKING:  # matplotlib loads only when a report is drawn (not in `quijote train`)
     from matplotlib.figure import Figure
@@ -301,7 +303,7 @@ def _save(figure: Figure, path: Path) -> None:
 
 
 def render_report(
-    summary: dict[str, Any], neighbours: dict[str, list[str]], embed: bool = False
+    summary: RunSummary, neighbours: dict[str, list[str]], embed: bool = False
 ) -> str:
     """The run's markdown report. Its plots are links relative to the run directory (report.md
     lies beside them) or, with `embed`, data URLs: the Prefect UI shows those without the files."""
@@ -309,19 +311,18 @@ def render_report(
     def image(title: str, name: str) -> str:
         if not embed:
             return f"![{title}]({name})"
-        data = base64.b64encode((Path(summary["run_dir"]) / name).read_bytes()).decode("ascii")
+        data = base64.b64encode((summary.run_dir / name).read_bytes()).decode("ascii")
         return f"![{title}](data:image/png;base64,{data})"
 
-    m = summary["metrics"]
-    gate = m["gate"]
-    verdict = gate_outcome(gate["passed"], m["promoted"])
-    heldout = m.get("heldout_loss_per_epoch") or []
+    m = summary.metrics
+    verdict = gate_outcome(m.gate.passed, m.promoted)
+    heldout = m.heldout_loss_per_epoch
     lines = [
-        f"# Run {summary['run_id']}",
+        f"# Run {summary.run_id}",
         "",
-        f"Corpus: {', '.join(summary['corpus'])} · {m['corpus_words']:,} words · "
-        f"{m['sentences']:,} sentences · vocabulary {m['vocab_size']:,} · "
-        f"{m['pairs']:,} training pairs · device {m['device']}",
+        f"Corpus: {', '.join(summary.corpus)} · {m.corpus_words:,} words · "
+        f"{m.sentences:,} sentences · vocabulary {m.vocab_size:,} · "
+        f"{m.pairs:,} training pairs · device {m.device}",
         "",
         "| epoch | training loss | held-out loss |",
         "|---|---|---|",
@@ -329,33 +330,33 @@ def render_report(
             f"| {e + 1} | {loss:.4f} | {heldout[e]:.4f} |"
             if e < len(heldout)
             else f"| {e + 1} | {loss:.4f} | |"
-            for e, loss in enumerate(m["loss_per_epoch"])
+            for e, loss in enumerate(m.loss_per_epoch)
         ),
         "",
         image("Loss per epoch", "loss.png"),
         "",
         f"## Quality gate: {verdict}",
         "",
-        *(f"- {reason}" for reason in gate["reasons"]),
+        *(f"- {reason}" for reason in m.gate.reasons),
         "",
-        *_evaluation_section(m["evaluation"]),
+        *_evaluation_section(m.evaluation),
         "## Nearest neighbours",
         "",
         *(f"- **{word}**: {', '.join(near)}" for word, near in neighbours.items()),
         "",
         image("Word map", "map.png"),
         "",
-        *_classifier_section(summary.get("classifier")),
+        *_classifier_section(summary.classifier),
         "## Stages",
         "",
         "| stage | reused | seconds |",
         "|---|---|---|",
         *(
-            f"| {name} | {'yes' if s['reused'] else 'no'} | {'' if s['reused'] else s['seconds']} |"
-            for name, s in summary["stages"].items()
+            f"| {name} | {'yes' if s.reused else 'no'} | {'' if s.reused else s.seconds} |"
+            for name, s in summary.stages.items()
         ),
         "",
-        f"Run directory: `{summary['run_dir']}` (report.md, loss.png, map.png)",
+        f"Run directory: `{summary.run_dir}` (report.md, loss.png, map.png)",
         "",
     ]
     return "\n".join(lines)
@@ -386,14 +387,14 @@ def _evaluation_section(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _classifier_section(classifier: dict[str, Any] | None) -> list[str]:
+def _classifier_section(classifier: ClassifierRun | None) -> list[str]:
     """The classifier's validation metrics per mode, when the run trained one."""
     if not classifier:
         return []
-    rows = classifier["rows"]
+    rows = classifier.rows
     first = rows[0]
     return [
-        f"## Classifier ({classifier['label_column']} of {classifier['data']})",
+        f"## Classifier ({classifier.label_column} of {classifier.data})",
         "",
         f"Validation split: {first['n_validation']} of {first['n_train'] + first['n_validation']}"
         f" items, stratified; mean ± std over {first['seeds']} seeds.",
@@ -406,7 +407,7 @@ def _classifier_section(classifier: dict[str, Any] | None) -> list[str]:
             for r in rows
         ),
         "",
-        f"Model (fine-tuned): `{classifier['model_dir']}`",
+        f"Model (fine-tuned): `{classifier.model_dir}`",
         "",
     ]
 
@@ -423,15 +424,14 @@ def probe_neighbours(run_id: str, k: int = 8) -> dict[str, list[str]]:
 
 
 @task(name="report", cache_policy=NONE)
-def report_task(summary: dict[str, Any]) -> dict[str, Any]:
-    """Write loss.png, map.png and report.md into the run directory; publish artifacts."""
-    run_dir = Path(summary["run_dir"])
-    metrics = summary["metrics"]
-    plot_loss(
-        metrics["loss_per_epoch"], metrics.get("heldout_loss_per_epoch") or [], run_dir / "loss.png"
-    )
-    words, vectors = read_vectors(Path(summary["vectors_path"]))
-    neighbours = probe_neighbours(summary["run_id"])
+def report_task(summary: RunSummary) -> RunSummary:
+    """Write loss.png, map.png and report.md into the run directory; publish artifacts; the
+    summary with the probe words' neighbours and the report's path."""
+    run_dir = summary.run_dir
+    metrics = summary.metrics
+    plot_loss(metrics.loss_per_epoch, metrics.heldout_loss_per_epoch, run_dir / "loss.png")
+    words, vectors = read_vectors(summary.vectors_path)
+    neighbours = probe_neighbours(summary.run_id)
     plot_word_map(words, vectors, neighbours, run_dir / "map.png")
     with atomic_path(run_dir / "report.md") as tmp:
         tmp.write_text(render_report(summary, neighbours), encoding="utf-8")
@@ -441,7 +441,7 @@ def report_task(summary: dict[str, Any]) -> dict[str, Any]:
         description="Run report",
     )
     create_table_artifact(
-        [{"stage": n, **s} for n, s in summary["stages"].items()],
+        [{"stage": n, **asdict(s)} for n, s in summary.stages.items()],
         key="quijote-stages",
         description="Stages: key, reused, seconds",
     )
@@ -450,16 +450,16 @@ def report_task(summary: dict[str, Any]) -> dict[str, Any]:
         key="quijote-neighbours",
         description="Nearest neighbours of the probe words",
     )
-    if metrics["evaluation"]:
+    if metrics.evaluation:
         create_table_artifact(
-            metrics["evaluation"],
+            metrics.evaluation,
             key="quijote-evaluation",
             description="Benchmarks: Spearman ρ (similarity), 3CosAdd/3CosMul accuracy (analogies)",
         )
-    if summary.get("classifier"):
+    if summary.classifier:
         create_table_artifact(
-            summary["classifier"]["rows"],
+            summary.classifier.rows,
             key="quijote-classifier",
             description="Classifier: validation accuracy and macro-F1 per mode (mean, std)",
         )
-    return {**summary, "neighbours": neighbours, "report": str(run_dir / "report.md")}
+    return replace(summary, neighbours=neighbours, report=run_dir / "report.md")

@@ -1,9 +1,12 @@
 """Test data: slices of ../shared/corpora (never copied into the project) and small runs."""
 
+from __future__ import annotations
+
 import random
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +15,9 @@ import pyarrow.csv as pacsv
 from storage import schemas
 from storage.files import write_parquet
 from storage.warehouse import RunRecord
+
+if TYPE_CHECKING:
+    from tasks.publish import RunSummary, StageRun
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 QUIJOTE = CORPORA / "quijote_pg2000.txt"
@@ -67,6 +73,40 @@ def make_run(directory: Path, run_id: str, words: list[str], vectors: np.ndarray
         vocab_path=vocab_path,
         vectors_path=vectors_path,
         dim=dim,
+    )
+
+
+def summary_for(
+    run_dir: Path, vectors_path: Path, stages: dict[str, StageRun], **metrics: Any
+) -> RunSummary:
+    """The summary of a published run in `run_dir`, as the report stage and `quijote run`'s
+    printout get it: a first run that passed the gate, no benchmark, no classifier; `metrics`
+    replace the defaults."""
+    from tasks.gate import Verdict  # Prefect: imported only by the tests that use this
+    from tasks.publish import Metrics, RunSummary
+
+    defaults = {
+        "documents": 1, "corpus_words": 1000, "sentences": 50, "vocab_size": 100, "pairs": 4000,
+        "loss_per_epoch": [2.5, 2.0], "heldout_loss_per_epoch": [], "heldout_loss": None,
+        "heldout_set": "", "evaluation": [], "promoted": False, "device": "cpu",
+        "train_seconds": 1.0, "gate": Verdict(True, ["first run: nothing to compare with"]),
+    }  # fmt: skip
+    return RunSummary(
+        run_id=run_dir.name,
+        status="current",
+        started_at=datetime(2024, 4, 23, 10, 0, tzinfo=UTC),
+        finished_at=datetime(2024, 4, 23, 10, 5, tzinfo=UTC),
+        corpus=["quijote"],
+        inputs=[],
+        params={},
+        stages=stages,
+        metrics=Metrics(**defaults | metrics),
+        libraries={},
+        python="3.12",
+        machine="test",
+        run_dir=run_dir,
+        vectors_path=vectors_path,
+        classifier=None,
     )
 
 

@@ -1,8 +1,10 @@
 """The `quijote` command as a user runs it: exit status, one-line errors, nothing half-written."""
 
+import base64
 import gzip
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -13,7 +15,17 @@ import pytest
 from gensim.models import KeyedVectors
 
 from storage import warehouse
-from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run, quijote_slice
+from tasks.gate import Verdict
+from tasks.publish import StageRun
+from tests.data import (
+    OTHER_VECTORS,
+    OTHER_WORDS,
+    VECTORS,
+    WORDS,
+    make_run,
+    quijote_slice,
+    summary_for,
+)
 
 QUIJOTE_BIN = Path(sys.executable).parent / "quijote"
 
@@ -328,20 +340,21 @@ def test_ctrl_c_stops_a_long_query_with_one_line(published: Path) -> None:
 
 def test_the_run_summary_keeps_each_item_on_one_line_in_a_file(home: Path) -> None:
     reason = "first run: nothing to compare with, " + "and a long reason " * 8
-    stages = {f"stage{i}": {"reused": False, "seconds": 1.5} for i in range(12)}
-    summary = {
-        "run_id": "run-1", "corpus": ["quijote"], "run_dir": "/tmp/run-1", "neighbours": {},
-        "classifier": None, "stages": stages,
-        "metrics": {
-            "corpus_words": 1000, "sentences": 10, "vocab_size": 100, "pairs": 5000,
-            "device": "cpu", "loss_per_epoch": [2.5, 2.4], "heldout_loss": None,
-            "evaluation": [], "gate": {"passed": True, "reasons": [reason]}, "promoted": False,
-        },
-    }  # fmt: skip
-    script = "import json, sys\nfrom quijote.cli import _print_summary as show\n"
-    script += "show(json.loads(sys.argv[1]))"
+    stages = {f"stage{i}": StageRun(key=f"k{i}", reused=False, seconds=1.5) for i in range(12)}
+    summary = summary_for(
+        Path("/tmp/run-1"),
+        Path("/tmp/run-1/vectors.parquet"),
+        stages,
+        sentences=10,
+        vocab_size=100,
+        pairs=5000,
+        loss_per_epoch=[2.5, 2.4],
+        gate=Verdict(True, [reason]),
+    )
+    script = "import base64, pickle, sys\nfrom quijote.cli import _print_summary as show\n"
+    script += "show(pickle.loads(base64.b64decode(sys.argv[1])))"
     result = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(summary)],
+        [sys.executable, "-c", script, base64.b64encode(pickle.dumps(summary)).decode()],
         capture_output=True, text=True, env=cli_env(home), timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

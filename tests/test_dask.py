@@ -9,6 +9,7 @@ import pytest
 
 from flows.quijote_embeddings import on_dask, quijote_embeddings
 from storage.vectors import read_vectors
+from tasks.publish import RunSummary
 from tests.data import CORPORA, first_words
 
 NOVELS = ("eltec_spa/marianela.txt", "eltec_spa/trafalgar.txt", "gutenberg_es/niebla.txt")
@@ -25,8 +26,8 @@ def corpus(tmp_path: Path) -> str:
     return str(books)
 
 
-def stage_file(home: Path, summary: dict, stage: str, name: str, shard: int = 0) -> Path:
-    key = summary["stages"][stage]["key"]
+def stage_file(home: Path, summary: RunSummary, stage: str, name: str, shard: int = 0) -> Path:
+    key = summary.stages[stage].key
     return home / "stages" / stage / (key[shard] if isinstance(key, list) else key) / name
 
 
@@ -39,8 +40,8 @@ def test_dask_gives_the_same_results_as_one_process(
         monkeypatch.setenv("QUIJOTE_HOME", str(home))
         results[mode] = (home, run((corpus,), PARAMS, labelled=None))
     (single_home, single), (dask_home, dask) = results["single"], results["dask"]
-    assert single["metrics"]["documents"] == 3
-    keys = [{name: s["key"] for name, s in r["stages"].items()} for r in (single, dask)]
+    assert single.metrics.documents == 3
+    keys = [{name: s.key for name, s in r.stages.items()} for r in (single, dask)]
     assert keys[0] == keys[1]  # the same cache key for every stage and shard
     vocab = [pq.read_table(stage_file(h, s, "vocab", "vocab.parquet")) for h, s in results.values()]
     assert vocab[0].equals(vocab[1])

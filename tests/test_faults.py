@@ -129,15 +129,15 @@ def test_a_huge_line_goes_through_the_stages_in_bounded_batches(home: Path, tmp_
     params = Params.from_mapping({**TINY, "epochs": 1})
     stages = train_stages([str(corpus)], params, orchestrated=False)
     bound = BATCH_TOKENS + MAX_SENTENCE_WORDS
-    sentences = row_group_sizes(stages["tokenize"][0].file("sentences.parquet"), "tokens")
+    sentences = row_group_sizes(stages.tokenize[0].file("sentences.parquet"), "tokens")
     assert sum(sentences) == len(words) and len(sentences) == 2 and max(sentences) <= bound
-    lengths = pq.read_table(stages["tokenize"][0].file("sentences.parquet"))["tokens"]
+    lengths = pq.read_table(stages.tokenize[0].file("sentences.parquet"))["tokens"]
     assert max(len(tokens) for tokens in lengths.to_pylist()) == MAX_SENTENCE_WORDS
-    kept = row_group_sizes(stages["subsample"][0].file("epoch-000.parquet"), "ids")
-    pairs = row_group_sizes(stages["pairs"][0].file("epoch-000.parquet"), "center")
+    kept = row_group_sizes(stages.subsample[0].file("epoch-000.parquet"), "ids")
+    pairs = row_group_sizes(stages.pairs[0].file("epoch-000.parquet"), "center")
     assert len(kept) >= 2 and max(kept) <= bound
     assert max(pairs) <= 2 * params.window * bound
-    assert stages["train"].meta["pairs"] == sum(pairs)
+    assert stages.train.meta["pairs"] == sum(pairs)
 
 
 def test_a_file_of_only_punctuation_is_one_line(home: Path, tmp_path: Path):
@@ -158,19 +158,19 @@ def test_damaged_stage_files_are_found_and_rebuilt(home: Path, tmp_path: Path):
     corpus.write_text(quijote_slice(5_000), encoding="utf-8")
     params = Params.from_mapping(TINY)
     first = train_stages([str(corpus)], params, orchestrated=False)
-    pairs = first["pairs"][0].file("epoch-001.parquet")
+    pairs = first.pairs[0].file("epoch-001.parquet")
     expected = pq.read_table(pairs)
     pairs.write_bytes(pairs.read_bytes()[: pairs.stat().st_size // 2])  # truncated
-    vocab = first["vocab"].file("vocab.parquet")
+    vocab = first.vocab.file("vocab.parquet")
     pq.write_table(pa.table({"word": ["foreign"]}), vocab)  # a foreign Parquet file
-    (first["download"].path / "stage.json").write_text('{"stage": "downlo')  # half a JSON
-    (first["negatives"].file("noise.parquet")).unlink()
+    (first.download.path / "stage.json").write_text('{"stage": "downlo')  # half a JSON
+    (first.negatives.file("noise.parquet")).unlink()
 
     again = train_stages([str(corpus)], params, orchestrated=False)
     reused = {name for name, output in again.items() if all(p.reused for p in shards(output))}
     assert reused == {"tokenize", "subsample", "train"}  # keys unchanged: only the damaged rerun
     assert pq.read_table(pairs).equals(expected)
-    assert pq.read_table(vocab).num_rows == first["vocab"].meta["words"]
+    assert pq.read_table(vocab).num_rows == first.vocab.meta["words"]
     assert no_leftovers(home) and not list((home / "stages").rglob(".damaged-*"))
 
 

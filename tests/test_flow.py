@@ -1,5 +1,6 @@
 """The whole flow on a slice of the Quijote, through Prefect: artifacts, warehouse, cache."""
 
+from dataclasses import replace
 from pathlib import Path
 from uuid import UUID
 
@@ -21,6 +22,7 @@ from models.classifier import TextClassifier
 from storage import queries, schemas, warehouse
 from storage.vectors import read_vectors, write_word2vec
 from tasks.classify import accuracy, read_labelled, stratified_split
+from tasks.publish import RunSummary
 from tests.data import news_csv, quijote_slice
 
 SMALL = {"dim": 24, "epochs": 4, "min_count": 3, "lr": 0.1}  # sane vectors, quickly
@@ -49,15 +51,15 @@ def test_flow_writes_every_stage_and_publishes(prefect_api, home: Path, corpus: 
         "evaluate": ("evaluation.parquet", schemas.EVALUATION),
     }
     for stage, (name, schema) in expected.items():
-        key = summary["stages"][stage]["key"]
+        key = summary.stages[stage].key
         key = key[0] if isinstance(key, list) else key  # a stage mapped over one shard
         assert pq.read_schema(stages / stage / key / name) == schema, stage
-    metrics = summary["metrics"]
-    assert 29_000 < metrics["corpus_words"] < 31_000
-    assert len(metrics["loss_per_epoch"]) == SMALL["epochs"]
-    assert metrics["loss_per_epoch"][1] < metrics["loss_per_epoch"][0]
+    metrics = summary.metrics
+    assert 29_000 < metrics.corpus_words < 31_000
+    assert len(metrics.loss_per_epoch) == SMALL["epochs"]
+    assert metrics.loss_per_epoch[1] < metrics.loss_per_epoch[0]
 
-    run_dir = Path(summary["run_dir"])
+    run_dir = summary.run_dir
     assert (run_dir / "manifest.json").exists()
     assert (run_dir / "stages" / "train" / "vectors.parquet").exists()
     assert (run_dir / "stages" / "pairs" / "00000" / "epoch-001.parquet").exists()
@@ -65,16 +67,16 @@ def test_flow_writes_every_stage_and_publishes(prefect_api, home: Path, corpus: 
         (current,) = con.execute("SELECT run_id FROM runs WHERE is_current").fetchone()
         top = con.execute("SELECT word FROM neighbors('sancho', 5)").fetchall()
         (vocab_size,) = con.execute("SELECT count(*) FROM vocab").fetchone()
-    assert current == summary["run_id"]
+    assert current == summary.run_id
     assert len(top) == 5 and ("sancho",) not in top
-    assert vocab_size == metrics["vocab_size"]
+    assert vocab_size == metrics.vocab_size
     _, scores = queries.query(
         "SELECT e.benchmark, e.metric, e.found, e.total FROM runs r JOIN evaluations e "
         "USING (run_id) WHERE r.is_current AND e.benchmark = 'es_ws353'"
     )  # the default benchmarks: the eval/ folder beside the corpus mirror
     assert scores == [("es_ws353", "spearman", scores[0][2], 352)] and scores[0][2] > 0
     _, stored = queries.query("SELECT benchmark, metric, value, found, total FROM evaluations")
-    assert sorted(stored) == sorted(tuple(row.values()) for row in metrics["evaluation"])
+    assert sorted(stored) == sorted(tuple(row.values()) for row in metrics.evaluation)
 
     moved = home.rename(home.with_name("moved"))  # nothing in the data directory names its path
     moved_run = moved / "runs" / run_dir.name
@@ -99,7 +101,7 @@ def test_word2vec_export_round_trip_through_gensim(prefect_api, home: Path, corp
 
 def run_flow(
     corpus: str, params: dict, labelled: Path | None = None, promote: bool = False
-) -> tuple[dict, UUID]:
+) -> tuple[RunSummary, UUID]:
     """The flow's summary and its flow run id; a classifier on `labelled` (texto, tema)."""
     table = str(labelled) if labelled else None
     state = quijote_embeddings(
@@ -121,27 +123,27 @@ def test_second_run_reuses_every_stage_and_a_change_reruns_downstream(
 ) -> None:
     labelled = news_csv(home.parent / "news.csv")
     first, first_id = run_flow(corpus, SMALL, labelled)
-    assert not any(s["reused"] for s in first["stages"].values())
+    assert not any(s.reused for s in first.stages.values())
     assert set(task_states(first_id).values()) == {"Completed"}
     again, again_id = run_flow(corpus, SMALL, labelled)
-    assert all(s["reused"] for s in again["stages"].values())
+    assert all(s.reused for s in again.stages.values())
     states = task_states(again_id)
-    assert all(states[stage] == "Cached" for stage in again["stages"]), states
-    assert "| train | yes |" in Path(again["report"]).read_text()
-    assert again["stages"] == {k: {**v, "reused": True} for k, v in first["stages"].items()}
+    assert all(states[stage] == "Cached" for stage in again.stages), states
+    assert "| train | yes |" in again.report.read_text()
+    assert again.stages == {k: replace(v, reused=True) for k, v in first.stages.items()}
 
     changed, _ = run_flow(corpus, {**SMALL, "epochs": 5}, labelled)
-    reused = {name for name, s in changed["stages"].items() if s["reused"]}
+    reused = {name for name, s in changed.stages.items() if s.reused}
     assert reused == {"download", "tokenize", "vocab", "negatives"}
     runs = [r for (r,) in duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
             .execute("SELECT run_id FROM runs ORDER BY started_at").fetchall()]  # fmt: skip
-    assert runs == [first["run_id"], again["run_id"], changed["run_id"]]
+    assert runs == [first.run_id, again.run_id, changed.run_id]
 
 
 def test_report_files_and_artifacts(prefect_api, home: Path, corpus: str) -> None:
     labelled = news_csv(home.parent / "news.csv")
     summary, flow_run_id = run_flow(corpus, SMALL, labelled)
-    run_dir = Path(summary["run_dir"])
+    run_dir = summary.run_dir
     for name in ("loss.png", "map.png"):
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (run_dir / "report.md").read_text()
@@ -163,30 +165,30 @@ def test_report_files_and_artifacts(prefect_api, home: Path, corpus: str) -> Non
 def test_a_worse_run_is_rejected_and_kept(prefect_api, home: Path, corpus: str) -> None:
     good, _ = run_flow(corpus, SMALL)
     worse, _ = run_flow(corpus, {**SMALL, "lr": 1e-5})  # barely trains: same held-out set
-    gate = worse["metrics"]["gate"]
-    assert not gate["passed"] and gate["current_run"] == good["run_id"]
-    assert worse["metrics"]["heldout_loss"] > good["metrics"]["heldout_loss"]
-    assert warehouse.current_run()["run_id"] == good["run_id"]
+    gate = worse.metrics.gate
+    assert not gate.passed and gate.current_run == good.run_id
+    assert worse.metrics.heldout_loss > good.metrics.heldout_loss
+    assert warehouse.current_run()["run_id"] == good.run_id
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         statuses = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
-    assert statuses == {good["run_id"]: "current", worse["run_id"]: "rejected"}
-    assert len(warehouse.run_neighbors(worse["run_id"], "sancho", 5)) == 5
-    assert "## Quality gate: rejected" in Path(worse["report"]).read_text()
+    assert statuses == {good.run_id: "current", worse.run_id: "rejected"}
+    assert len(warehouse.run_neighbors(worse.run_id, "sancho", 5)) == 5
+    assert "## Quality gate: rejected" in worse.report.read_text()
 
 
 def test_the_classifier_is_trained_recorded_and_saved(prefect_api, home: Path, corpus: str) -> None:
     labelled = news_csv(home.parent / "news.csv")
     summary, _ = run_flow(corpus, SMALL, labelled)
-    rows = summary["classifier"]["rows"]
+    rows = summary.classifier.rows
     assert [row["mode"] for row in rows] == ["finetune", "frozen", "random"]
     assert all(row["seeds"] == 2 and row["n_validation"] == 6 for row in rows)
     _, stored = queries.query(
         "SELECT run_id, mode, accuracy, macro_f1 FROM classifier_metrics ORDER BY mode"
     )
-    assert stored == [(summary["run_id"], r["mode"], r["accuracy"], r["macro_f1"]) for r in rows]
-    report = Path(summary["report"]).read_text()
+    assert stored == [(summary.run_id, r["mode"], r["accuracy"], r["macro_f1"]) for r in rows]
+    report = summary.report.read_text()
     assert "## Classifier (tema of" in report and "| finetune |" in report
-    model = TextClassifier.load(Path(summary["classifier"]["model_dir"]))
+    model = TextClassifier.load(summary.classifier.model_dir)
     assert model.settings["mode"] == "finetune" and model.labels == sorted(set(model.labels))
     texts, labels = read_labelled(labelled, "texto", "tema")
     _, held = stratified_split(labels, model.settings["validation"], model.settings["seed"])
@@ -202,28 +204,27 @@ def test_a_degenerate_run_is_rejected_and_once_forced_current_never_blocks_a_goo
     operator forces one anyway, the next good run replaces it."""
     good, _ = run_flow(corpus, SMALL)
     degenerate, _ = run_flow(corpus, DEGENERATE)
-    gate = degenerate["metrics"]["gate"]
-    assert not gate["passed"] and gate["reasons"][0].startswith("collapsed: ")
-    assert warehouse.current_run()["run_id"] == good["run_id"]
+    gate = degenerate.metrics.gate
+    assert not gate.passed and gate.reasons[0].startswith("collapsed: ")
+    assert warehouse.current_run()["run_id"] == good.run_id
 
     forced, _ = run_flow(corpus, DEGENERATE, promote=True)  # every stage reused
-    assert not forced["metrics"]["gate"]["passed"] and forced["metrics"]["promoted"]
-    assert warehouse.current_run()["run_id"] == forced["run_id"]
-    assert "made current by hand" in Path(forced["report"]).read_text()
+    assert not forced.metrics.gate.passed and forced.metrics.promoted
+    assert warehouse.current_run()["run_id"] == forced.run_id
+    assert "made current by hand" in forced.report.read_text()
 
     recovered, _ = run_flow(corpus, {**SMALL, "seed": 2})
-    gate = recovered["metrics"]["gate"]
-    assert gate["passed"], gate["reasons"]
+    gate = recovered.metrics.gate
+    assert gate.passed, gate.reasons
     assert (
-        f"the current run {forced['run_id']} fails the sanity checks (collapsed"
-        in (gate["reasons"][0])
+        f"the current run {forced.run_id} fails the sanity checks (collapsed" in (gate.reasons[0])
     )
     _, rows = queries.query(
         "SELECT run_id, status, promoted_at IS NOT NULL FROM runs ORDER BY started_at"
     )
     assert rows == [
-        (good["run_id"], "kept", False),
-        (degenerate["run_id"], "rejected", False),
-        (forced["run_id"], "kept", True),
-        (recovered["run_id"], "current", False),
+        (good.run_id, "kept", False),
+        (degenerate.run_id, "rejected", False),
+        (forced.run_id, "kept", True),
+        (recovered.run_id, "current", False),
     ]

@@ -14,7 +14,7 @@ EXPECTED = {"dulcinea": "toboso", "rocinante": "rucio", "caballero": "andante"}
 @pytest.mark.usefixtures("home")
 def test_default_training_on_the_quijote_finds_the_famous_pairs() -> None:
     stages = train_stages(["quijote"], Params(device="cpu"), orchestrated=False)
-    words, vectors = read_vectors(stages["train"].file("vectors.parquet"))
+    words, vectors = read_vectors(stages.train.file("vectors.parquet"))
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     index = {word: i for i, word in enumerate(words)}
     for word, neighbour in EXPECTED.items():

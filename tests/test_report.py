@@ -22,6 +22,7 @@ from prefect import flow
 from quijote import serve
 from storage import warehouse
 from storage.vectors import read_vectors
+from tasks.publish import RunSummary, StageRun
 from tasks.report import (
     FUNCTION_WORDS,
     PROBE_WORDS,
@@ -34,7 +35,7 @@ from tasks.report import (
     report_task,
     tsne_2d,
 )
-from tests.data import make_run
+from tests.data import make_run, summary_for
 from tests.test_server import free_port
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -75,37 +76,26 @@ def test_tsne_and_kmeans_keep_the_groups_apart() -> None:
     np.testing.assert_array_equal(tsne_2d(vectors), points)  # no randomness
 
 
-def run_summary(home: Path, loss: list[float]) -> dict[str, Any]:
+def run_summary(home: Path, loss: list[float]) -> RunSummary:
     """A registered run of WORDS in `home` and the summary the report stage gets."""
     vectors = np.random.default_rng(0).normal(size=(len(WORDS), 8)).astype(np.float32)
     record = make_run(home / "runs", "r1", WORDS, vectors)
     warehouse.register_run(record)
-    return {
-        "run_id": "r1",
-        "run_dir": str(home / "runs" / "r1"),
-        "vectors_path": str(record.vectors_path),
-        "corpus": ["quijote"],
-        "metrics": {
-            "corpus_words": 1000,
-            "sentences": 50,
-            "vocab_size": len(WORDS),
-            "pairs": 4000,
-            "device": "cpu",
-            "gate": {"passed": True, "reasons": ["first run: nothing to compare with"]},
-            "promoted": False,
-            "loss_per_epoch": loss,
-            "heldout_loss_per_epoch": [x + 0.1 for x in loss],
-            "evaluation": [],
-        },
-        "stages": {"train": {"reused": False, "seconds": 1.0}},
-    }
+    return summary_for(
+        home / "runs" / "r1",
+        record.vectors_path,
+        {"train": StageRun(key="k", reused=False, seconds=1.0)},
+        vocab_size=len(WORDS),
+        loss_per_epoch=loss,
+        heldout_loss_per_epoch=[x + 0.1 for x in loss],
+    )
 
 
 def test_report_links_its_plots_on_disk_and_embeds_them_in_the_artifact(home: Path) -> None:
     summary = run_summary(home, [2.5, 2.0])
-    run_dir = Path(summary["run_dir"])
+    run_dir = summary.run_dir
     plot_loss([2.5, 2.0], [2.6, 2.1], run_dir / "loss.png")
-    words, vectors = read_vectors(Path(summary["vectors_path"]))
+    words, vectors = read_vectors(summary.vectors_path)
     plot_word_map(words, vectors, {"sancho": ["ínsula"]}, run_dir / "map.png")
     on_disk = render_report(summary, {"sancho": ["ínsula"]})
     assert "![Loss per epoch](loss.png)" in on_disk and "![Word map](map.png)" in on_disk
@@ -172,7 +162,7 @@ def browse(url: str, screenshot: Path, timeout: float = 60.0) -> list[dict[str, 
 
 
 @flow(name="report-check")
-def report_flow(summary: dict[str, Any]) -> dict[str, Any]:
+def report_flow(summary: RunSummary) -> RunSummary:
     return report_task(summary)
 
 
@@ -196,7 +186,7 @@ def test_the_ui_shows_the_reports_pictures(tmp_path: Path, home: Path) -> None:
             screenshot = tmp_path / f"report-{version}.png"
             images = browse(f"{ui}{route}/artifacts/artifact/{artifact.id}", screenshot)
             assert [i["alt"] for i in images] == ["Loss per epoch", "Word map"], screenshot
-            run_dir = Path(summary["run_dir"])
+            run_dir = summary.run_dir
             for image, name in zip(images, ("loss.png", "map.png"), strict=True):
                 width = int.from_bytes((run_dir / name).read_bytes()[16:20], "big")
                 assert image["complete"] and image["natural"] == width, (image, screenshot)

@@ -61,8 +61,8 @@ def test_torch_device_trains_the_gpu_code_on_the_cpu(home: Path, tmp_path: Path)
     corpus = tmp_path / "slice.txt"
     corpus.write_text(quijote_slice(20_000), encoding="utf-8")
     params = {"dim": 16, "epochs": 2, "min_count": 3, "threads": 1}
-    trained = train_stages([str(corpus)], Params(**params, device="torch"), False)["train"]
-    kernel = train_stages([str(corpus)], Params(**params, device="cpu"), False)["train"]
+    trained = train_stages([str(corpus)], Params(**params, device="torch"), False).train
+    kernel = train_stages([str(corpus)], Params(**params, device="cpu"), False).train
     assert trained.meta["device"] == "torch" and kernel.meta["device"] == "cpu"
     assert trained.key != kernel.key
     assert trained.meta["device_seconds"] > 0 and trained.meta["waiting_seconds"] >= 0

@@ -3,6 +3,8 @@ one process gives; pairs streamed (`pairs=stream`) give exactly what pairs files
 
 from __future__ import annotations
 
+import pickle
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -13,10 +15,10 @@ import pytest
 import flows.train_stages
 import tasks.pairs
 import tasks.train
-from flows.train_stages import train_stages
+from flows.train_stages import Prepared, Stages, train_stages
 from quijote.params import Params
 from storage.schemas import PAIRS
-from storage.stages import StageOutput, stage_key
+from storage.stages import StageOutput, shards, stage_key
 from storage.vectors import read_vectors
 from tests.data import quijote_slice
 
@@ -44,14 +46,14 @@ def test_shards_in_workers_give_the_vectors_of_one_process(
 ) -> None:
     corpus = [str(three_documents(tmp_path / "corpus"))]
     pooled = train_stages(corpus, PARAMS, orchestrated=False)
-    assert len(pooled["tokenize"]) == len(pooled["pairs"]) == 3
+    assert len(pooled.tokenize) == len(pooled.pairs) == 3
 
     monkeypatch.setenv("QUIJOTE_HOME", str(tmp_path / "serial"))
     monkeypatch.setattr(flows.train_stages.os, "cpu_count", lambda: 1)  # no workers
     serial = train_stages(corpus, PARAMS, orchestrated=False)
 
-    assert [s.meta["pairs"] for s in pooled["pairs"]] == [s.meta["pairs"] for s in serial["pairs"]]
-    assert same_vectors(pooled["train"], serial["train"])
+    assert [s.meta["pairs"] for s in pooled.pairs] == [s.meta["pairs"] for s in serial.pairs]
+    assert same_vectors(pooled.train, serial.train)
 
 
 def test_streamed_pairs_train_the_same_vectors_with_no_pairs_on_disk(
@@ -62,7 +64,7 @@ def test_streamed_pairs_train_the_same_vectors_with_no_pairs_on_disk(
     files = train_stages(corpus, PARAMS, orchestrated=False)
     streamed = train_stages(corpus, PARAMS.with_(pairs="stream"), orchestrated=False)
 
-    for written, counted in zip(files["pairs"], streamed["pairs"], strict=True):
+    for written, counted in zip(files.pairs, streamed.pairs, strict=True):
         assert sorted(p.name for p in counted.path.iterdir()) == ["heldout.parquet", "stage.json"]
         assert counted.meta["pairs_per_epoch"] == written.meta["pairs_per_epoch"]
         assert counted.key != written.key
@@ -70,8 +72,8 @@ def test_streamed_pairs_train_the_same_vectors_with_no_pairs_on_disk(
             "pairs", tasks.pairs.VERSION, written.meta["params"], written.meta["inputs"]
         )
         assert written.key == default_key and "pairs" not in written.meta["params"]
-    assert streamed["train"].meta["loss_per_epoch"] == files["train"].meta["loss_per_epoch"]
-    assert same_vectors(files["train"], streamed["train"])
+    assert streamed.train.meta["loss_per_epoch"] == files.train.meta["loss_per_epoch"]
+    assert same_vectors(files.train, streamed.train)
 
 
 def test_drawn_blocks_are_the_files_blocks_from_any_row(
@@ -81,7 +83,7 @@ def test_drawn_blocks_are_the_files_blocks_from_any_row(
     monkeypatch.setattr(tasks.train, "BLOCK_ROWS", 1_000)
     corpus = [str(three_documents(tmp_path / "corpus"))]
     stages = train_stages(corpus, PARAMS, orchestrated=False)
-    pairs, subsampled = stages["pairs"], stages["subsample"]
+    pairs, subsampled = stages.pairs, stages.subsample
     files = [shard.file("epoch-001.parquet") for shard in pairs]
     first_shard = pairs[0].meta["pairs_per_epoch"][1]
     for start in (0, 1, 999, 1_000, 2_500, first_shard, first_shard + 1_234):
@@ -103,3 +105,22 @@ def test_regrouped_cuts_batches_into_blocks_of_rows() -> None:
     assert [len(center) for center, _ in blocks] == [4, 4, 4, 4, 4, 4, 1]
     assert np.array_equal(np.concatenate([c for c, _ in blocks]), np.arange(25))
     assert list(tasks.train.regrouped(iter([]), 4)) == []
+
+
+def test_stages_items_are_the_stages_that_ran_in_pipeline_order() -> None:
+    def output(stage: str) -> StageOutput:
+        return StageOutput(stage, "key", Path(stage))
+
+    prepared = Prepared(
+        output("download"), [output("tokenize")], output("vocab"), [output("subsample")],
+        [output("pairs")],
+    )  # fmt: skip
+    assert pickle.loads(pickle.dumps(prepared)) == prepared  # `quijote train` forks `prepare`
+    stages = Stages(**vars(prepared), negatives=output("negatives"), train=output("train"))
+    trained = ["download", "tokenize", "vocab", "subsample", "pairs", "negatives", "train"]
+    assert [name for name, _ in stages.items()] == trained
+    classified = replace(stages, classify=output("classify"))
+    assert [name for name, _ in classified.items()] == [*trained, "classify"]
+    every = replace(classified, evaluate=output("evaluate"))
+    assert [name for name, _ in every.items()] == [*trained, "evaluate", "classify"]
+    assert all(shards(o)[0].stage == name for name, o in every.items())
