@@ -72,9 +72,9 @@ def train_vectors(corpus: list[str], changes: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     stages = train_stages(corpus, Params(**changes), orchestrated=False)
     return {
-        "path": stages["train"].file("vectors.parquet"),
-        "corpus_words": total(stages["tokenize"], "tokens"),
-        "vocab": stages["vocab"].meta["words"],
+        "path": stages.train.file("vectors.parquet"),
+        "corpus_words": total(stages.tokenize, "tokens"),
+        "vocab": stages.vocab.meta["words"],
         "params": changes,
         "seconds": round(time.perf_counter() - started, 1),
     }

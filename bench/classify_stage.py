@@ -34,8 +34,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     os.environ["QUIJOTE_HOME"] = str(args.home)
-    trained = train_stages(list(DEFAULT_CORPUS), Params(), orchestrated=False)["train"]
-    assert not isinstance(trained, list)
+    trained = train_stages(list(DEFAULT_CORPUS), Params(), orchestrated=False).train
     table = find_labelled(DEFAULT_LABELLED, "Text", "Topic")
     assert table is not None, "no labelled table in the corpus mirror"
     params = ClassifyParams()

@@ -248,9 +248,9 @@ def host_cost(work: Path, corpora: Path, batch: int) -> dict:
     torch.set_num_threads(1)
     print("data prep of the Quijote + 32 novels (one epoch)...", flush=True)
     stages = train_stages([str(p) for p in large(corpora)], Params(device="cpu", epochs=1), False)
-    tokens = sum(s.meta["tokens"] for s in stages["tokenize"])
-    files = [shard.file(epoch_file(0)) for shard in stages["pairs"]]
-    pairs = sum(shard.meta["pairs"] for shard in stages["pairs"])
+    tokens = sum(s.meta["tokens"] for s in stages.tokenize)
+    files = [shard.file(epoch_file(0)) for shard in stages.pairs]
+    pairs = sum(shard.meta["pairs"] for shard in stages.pairs)
     decoded = [block for _, block in row_groups(files)]
 
     def best(measure, repeats: int) -> float:
@@ -279,7 +279,7 @@ def host_cost(work: Path, corpora: Path, batch: int) -> dict:
     # The trainer's host work on one block of BLOCK_ROWS pairs, measured on a block of as
     # many pairs as that block has SGD steps, each step one pair of one dimension.
     n_steps = len(gpu.steps(gpu.BLOCK_ROWS, gpu.TILE, batch))
-    vocab = stages["vocab"].meta["words"]
+    vocab = stages.vocab.meta["words"]
     sampler = NegativeSampler(np.full(vocab, 1 / vocab), k=Params().negative, seed=1)
     trainer = gpu.TorchTrainer(vocab, 1, 0.025, 10**9, sampler, 1, "cpu", 1, batch_size=1)
     tiny = (torch.zeros((n_steps, 2), dtype=torch.int32),)

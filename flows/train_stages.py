@@ -15,14 +15,13 @@ import os
 import pickle
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from quijote.errors import QuijoteError
 from quijote.params import Params
-from storage.stages import StageOutput
+from storage.stages import Prepared, StageOutput, Stages
 from tasks.download import download
 from tasks.pairs import pairs_task
 from tasks.stage_task import StageTask
@@ -35,36 +34,6 @@ DEFAULT_CORPUS = ("quijote",)
 Call = Callable[..., StageOutput]  # (stage, *args) -> its output
 Each = Callable[..., list[StageOutput]]  # (stage, *args, one list item per shard) -> outputs
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """The data preparation's outputs, from download to pairs (the per-shard stages: a list,
-    one output per corpus document)."""
-
-    download: StageOutput
-    tokenize: list[StageOutput]
-    vocab: StageOutput
-    subsample: list[StageOutput]
-    pairs: list[StageOutput]
-
-
-@dataclass(frozen=True)
-class Stages(Prepared):
-    """Every stage's output, in pipeline order; evaluate and classify are None when the run
-    had no benchmark files or no labelled table (and in `quijote train`)."""
-
-    negatives: StageOutput
-    train: StageOutput
-    evaluate: StageOutput | None = None
-    classify: StageOutput | None = None
-
-    def items(self) -> Iterator[tuple[str, StageOutput | list[StageOutput]]]:
-        """(name, output) of each stage that ran, in pipeline order."""
-        for field in fields(self):
-            output = getattr(self, field.name)
-            if output is not None:
-                yield field.name, output
 
 
 def train_stages(

@@ -4,7 +4,8 @@ A stage's key hashes its version, the parameters it depends on and the keys (con
 of its inputs. An output directory is built under a temporary name and renamed into place
 when complete, so a directory that exists is a finished, reusable result — also across runs.
 Its `stage.json` records the size of every file, checked on reuse: a directory whose files
-were since truncated, replaced or deleted is set aside and built again.
+were since truncated, replaced or deleted is set aside and built again. `Stages` holds one run's
+outputs, stage by stage.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,36 @@ class StageOutput:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The data preparation's outputs, from download to pairs (the per-shard stages: a list,
+    one output per corpus document)."""
+
+    download: StageOutput
+    tokenize: list[StageOutput]
+    vocab: StageOutput
+    subsample: list[StageOutput]
+    pairs: list[StageOutput]
+
+
+@dataclass(frozen=True)
+class Stages(Prepared):
+    """Every stage's output, in pipeline order; evaluate and classify are None when the run
+    had no benchmark files or no labelled table (and in `quijote train`)."""
+
+    negatives: StageOutput
+    train: StageOutput
+    evaluate: StageOutput | None = None
+    classify: StageOutput | None = None
+
+    def items(self) -> Iterator[tuple[str, StageOutput | list[StageOutput]]]:
+        """(name, output) of each stage that ran, in pipeline order."""
+        for stage in fields(self):
+            output = getattr(self, stage.name)
+            if output is not None:
+                yield stage.name, output
 
 
 def shards(output: StageOutput | list[StageOutput]) -> list[StageOutput]:

@@ -17,12 +17,11 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from flows.train_stages import Stages
 from quijote.params import Params
 from storage import warehouse
 from storage.files import temporary_directory, write_json
 from storage.paths import run_classifier_dir, runs_dir
-from storage.stages import StageOutput, shards, total
+from storage.stages import StageOutput, Stages, shards, total
 from storage.vectors import write_word2vec
 from tasks.gate import Verdict
 

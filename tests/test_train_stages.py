@@ -15,10 +15,10 @@ import pytest
 import flows.train_stages
 import tasks.pairs
 import tasks.train
-from flows.train_stages import Prepared, Stages, train_stages
+from flows.train_stages import train_stages
 from quijote.params import Params
 from storage.schemas import PAIRS
-from storage.stages import StageOutput, shards, stage_key
+from storage.stages import Prepared, StageOutput, Stages, shards, stage_key
 from storage.vectors import read_vectors
 from tests.data import quijote_slice
 
