@@ -11,6 +11,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "browser: loads the Prefect UI in headless Chromium (skipped without it)"
     )
+    config.addinivalue_line(
+        "markers", "slow: end to end (a whole flow, a server, kill -9): -m 'not slow' skips them"
+    )
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,3 +180,10 @@ def resumes_identically(new_trainer, epochs, checkpoints: list[int]) -> None:
         np.testing.assert_array_equal(resumed.vectors, whole.vectors)
         assert resumed.loss_per_epoch == whole.loss_per_epoch
         assert resumed.pairs == whole.pairs
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

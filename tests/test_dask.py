@@ -12,6 +12,8 @@ from storage.vectors import read_vectors
 from tasks.publish import RunSummary
 from tests.data import CORPORA, first_words
 
+pytestmark = pytest.mark.slow
+
 NOVELS = ("eltec_spa/marianela.txt", "eltec_spa/trafalgar.txt", "gutenberg_es/niebla.txt")
 PARAMS = {"epochs": 2, "dim": 12, "min_count": 3, "threads": 1}  # one thread: reproducible
 

@@ -202,6 +202,7 @@ SELECT r.run_id, r.dim = (SELECT any_value(len(vector)) FROM vectors),
 FROM runs AS r WHERE r.is_current"""
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_both_finish_and_readers_never_see_a_mix(home: Path, tmp_path: Path):
     # A current run sharing no probe pair, no benchmark item and no held-out loss with the new
     # ones: nothing is comparable, so the first new run passes the gate on its sanity alone
@@ -267,6 +268,7 @@ find "$DISK" -name "*.tmp*" >"$OUT/leftovers"
 """
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_during_a_stage_leaves_the_current_run_queryable(tmp_path: Path):
     disk, out, prefect = tmp_path / "disk", tmp_path / "out", tmp_path / "prefect"
     for directory in (disk, out, prefect):

@@ -25,6 +25,8 @@ from tasks.classify import accuracy, read_labelled, stratified_split
 from tasks.publish import RunSummary
 from tests.data import news_csv, quijote_slice
 
+pytestmark = pytest.mark.slow
+
 SMALL = {"dim": 24, "epochs": 4, "min_count": 3, "lr": 0.1}  # sane vectors, quickly
 DEGENERATE = {"dim": 24, "epochs": 1, "min_count": 3}  # collapsed: every word alike
 CLASSIFIER = {"epochs": 10, "batch_size": 8, "seeds": 2}

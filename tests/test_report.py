@@ -35,8 +35,7 @@ from tasks.report import (
     report_task,
     tsne_2d,
 )
-from tests.data import make_run, summary_for
-from tests.test_server import free_port
+from tests.data import free_port, make_run, summary_for
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CONTENT = ["molino", "gigante", "ínsula", "escudero", "venta", "yelmo", "batán", "cabrero"]

@@ -20,6 +20,8 @@ from storage.stages import run_stage
 from tests.data import quijote_slice
 from tests.test_cli import cli_env
 
+pytestmark = pytest.mark.slow
+
 QUIJOTE_BIN = Path(sys.executable).parent / "quijote"
 SETTINGS = ["--dim", "16", "--epochs", "12", "--min-count", "3", "--device", "cpu"]
 

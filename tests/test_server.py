@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,9 @@ import pytest
 
 from quijote import serve
 from storage.paths import PROJECT_ROOT
-from tests.data import quijote_slice
+from tests.data import free_port, quijote_slice
+
+pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT_S = 120
 SMALL = {"epochs": 3, "dim": 16, "min_count": 3, "lr": 0.2}  # sane vectors: the gate passes
@@ -33,12 +34,6 @@ CLASSIFIER = {"epochs": 3, "seeds": 1}  # on the default labelled news, from the
 class Server:
     home: Path
     url: str
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
