@@ -18,7 +18,7 @@ from prefect.cache_policies import NONE
 from quijote.errors import QuijoteError
 from storage import warehouse
 from storage.files import atomic_path
-from storage.vectors import read_vectors
+from storage.vectors import read_vectors, unit_rows
 from tasks.evaluate import score_table
 from tasks.publish import ClassifierRun, RunSummary
 
@@ -96,13 +96,9 @@ def content_words(words: list[str]) -> list[int]:
     return [i for i, w in enumerate(words) if w.isalpha() and w not in FUNCTION_WORDS]
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12)
-
-
 def pca_2d(vectors: np.ndarray) -> np.ndarray:
     """The first two principal components of the (unit-normalised) vectors."""
-    unit = _unit(vectors)
+    unit = unit_rows(vectors)
     centred = unit - unit.mean(axis=0)
     _, _, components = np.linalg.svd(centred, full_matrices=False)
     return centred @ components[:2].T
@@ -110,7 +106,7 @@ def pca_2d(vectors: np.ndarray) -> np.ndarray:
 
 def tsne_2d(vectors: np.ndarray, perplexity: float = 15.0, steps: int = 500) -> np.ndarray:
     """A 2-D t-SNE of the vectors by cosine distance, started from their PCA (no randomness)."""
-    unit = _unit(vectors)
+    unit = unit_rows(vectors)
     n = len(unit)
     distances = np.maximum(2.0 - 2.0 * unit @ unit.T, 0.0)
     np.fill_diagonal(distances, np.inf)
@@ -184,7 +180,7 @@ def plot_word_map(
     each probe word linked to its nearest neighbours."""
     chosen = map_selection(words, neighbours, n)
     points = tsne_2d(vectors[chosen])
-    clusters = kmeans(_unit(vectors[chosen]), min(len(CLUSTER_COLOURS), len(chosen)))
+    clusters = kmeans(unit_rows(vectors[chosen]), min(len(CLUSTER_COLOURS), len(chosen)))
     colours = np.array(CLUSTER_COLOURS)[clusters]
     from matplotlib import patheffects
     from matplotlib.figure import Figure
