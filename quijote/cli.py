@@ -499,6 +499,20 @@ def evaluate(
 
 
 @app.command()
+def prune(
+    keep: Annotated[int, typer.Option(min=0, help="Earlier runs whose vectors to keep.")] = 3,
+) -> None:
+    """Drop the vectors of all runs but the current one and the `keep` most recent others;
+    their rows in `runs` and their scores stay."""
+    from storage import warehouse
+
+    pruned = warehouse.prune(keep)
+    out.print(
+        f"pruned the vectors of {len(pruned)} run(s)" + (f": {', '.join(pruned)}" if pruned else "")
+    )
+
+
+@app.command()
 def promote(run_id: str) -> None:
     """Make a finished run (kept or rejected) the current one, whatever the gate said; the
     runs table records when (promoted_at)."""

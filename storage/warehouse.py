@@ -308,6 +308,37 @@ def promote(run_id: str, db: Path | None = None, index_min_words: int = INDEX_MI
             raise QuijoteError(f"cannot promote run {run_id}: {first_line(error)}") from error
 
 
+def prune(keep: int, db: Path | None = None) -> list[str]:
+    """Drop the vocabulary and vectors of every run but the current one and the `keep` most
+    recent others, in one transaction; their `runs` rows, classifier metrics and scores stay.
+    Returns the pruned run ids. DuckDB reuses the freed space for later runs' rows, so a
+    warehouse pruned after each run stops growing."""
+    if keep < 0:
+        raise QuijoteError(f"keep must be 0 or more, got {keep}")
+    db = _database(db)
+    if not db.exists():
+        raise QuijoteError(f"no warehouse yet at {db}: run `quijote run` first")
+    with _writing(db) as conn:
+        try:
+            _create_tables(conn, db.parent, INDEX_MIN_WORDS)
+            conn.begin()
+            pruned = [run_id for (run_id,) in conn.execute(_PRUNABLE, [keep]).fetchall()]
+            for table in ("run_vocab", "run_vectors"):
+                conn.execute(f"DELETE FROM {table} WHERE list_contains(?, run_id)", [pruned])
+            conn.commit()
+        except duckdb.Error as error:
+            raise QuijoteError(f"cannot prune the warehouse: {first_line(error)}") from error
+    return pruned
+
+
+# Runs with vectors in the warehouse, but for the current one and the ? most recent others.
+_PRUNABLE = """
+SELECT run_id FROM runs
+WHERE NOT is_current AND run_id IN (SELECT DISTINCT run_id FROM run_vectors)
+ORDER BY finished_at DESC, run_id DESC
+OFFSET ?"""
+
+
 @dataclass(frozen=True)
 class _Current:
     """A run about to become current: its vectors in cell order, the cells, the search."""
@@ -403,10 +434,23 @@ def _run_vectors(conn: duckdb.DuckDBPyConnection, run_id: str) -> tuple[list[str
     table = conn.execute(
         "SELECT word, vector FROM run_vectors WHERE run_id = ? ORDER BY rowid", [run_id]
     ).to_arrow_table()
-    if table.num_rows == 0:  # registered before the copies, its files gone since
-        raise QuijoteError(f"run {run_id} has no vectors in the warehouse")
+    if table.num_rows == 0:
+        _no_vectors(conn, run_id)
     flat = table["vector"].combine_chunks().flatten().to_numpy()
     return table["word"].to_pylist(), flat.astype(np.float32).reshape(-1, row[0])
+
+
+def _no_vectors(conn: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """Raise why `run_id` has no vectors in the warehouse, if it has none: no such run, or
+    pruned, or registered before the copies with its files gone since."""
+    known = conn.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id])
+    if known.fetchone() == (0,):
+        raise QuijoteError(f"no run {run_id!r} in the warehouse (see: SELECT * FROM runs)")
+    held = conn.execute("SELECT count(*) FROM run_vectors WHERE run_id = ?", [run_id])
+    if held.fetchone() == (0,):
+        raise QuijoteError(
+            f"run {run_id} has no vectors in the warehouse (pruned, or its files are gone)"
+        )
 
 
 def _create_tables(conn: duckdb.DuckDBPyConnection, data_dir: Path, index_min_words: int) -> None:
@@ -537,6 +581,7 @@ def run_neighbors(
                 "SELECT count(*) FROM run_vectors WHERE run_id = ? AND word = ?", [run_id, word]
             ).fetchone()
             if found == (0,):
+                _no_vectors(conn, run_id)
                 raise QuijoteError(f"'{word}' is not in the vocabulary of run {run_id}")
             rows = conn.execute("SELECT * FROM run_neighbors(?, ?, ?)", [run_id, word, k])
             return [(w, float(similarity)) for w, similarity in rows.fetchall()]

@@ -223,6 +223,10 @@ def test_promote_makes_any_finished_run_current(published: Path) -> None:
     assert current["run_id"] == "run-2" and current["promoted_at"] is not None
     assert "molino" in quijote(published, "neighbors", "sancho", "-k", "3").stdout
     assert_one_line_error(quijote(published, "promote", "run-9"), "no run 'run-9'")
+    result = quijote(published, "prune", "--keep", "0")
+    assert result.returncode == 0 and "pruned the vectors of 1 run(s): run-1" in result.stdout
+    assert_one_line_error(quijote(published, "promote", "run-1"), "has no vectors")
+    assert "molino" in quijote(published, "neighbors", "sancho", "-k", "3").stdout
 
 
 def test_sql_is_read_only(published: Path) -> None:

@@ -332,6 +332,28 @@ def test_an_operator_promotes_any_finished_run(home: Path, run: RunRecord):
     assert warehouse.neighbors("molino", 1)[0][0] in OTHER_WORDS
 
 
+def test_pruning_keeps_the_current_run_and_the_most_recent_others(home: Path, run: RunRecord):
+    for n in (2, 3, 4):
+        later = make_run(home / "stages", f"run-{n}", OTHER_WORDS, OTHER_VECTORS)
+        warehouse.register_run(later, status="current" if n == 3 else "kept")
+    assert warehouse.prune(1) == ["run-2", "run-1"]  # run-3 current, run-4 the most recent
+    assert warehouse.prune(1) == []
+    assert [r[0] for r in runs_table()] == ["run-1", "run-2", "run-3", "run-4"]  # rows stay
+    _, held = queries.query("SELECT DISTINCT run_id FROM run_vectors ORDER BY run_id")
+    assert held == [("run-3",), ("run-4",)]
+    assert warehouse.neighbors("molino", 1)[0][0] in OTHER_WORDS
+    assert warehouse.run_neighbors("run-4", "molino", 1)[0][0] in OTHER_WORDS
+    with pytest.raises(QuijoteError, match=r"run run-1 has no vectors in the warehouse \(pruned"):
+        warehouse.run_neighbors("run-1", "rey")
+    with pytest.raises(QuijoteError, match=r"run run-2 has no vectors in the warehouse \(pruned"):
+        warehouse.promote("run-2")
+    with pytest.raises(QuijoteError, match="no run 'run-9' in the warehouse"):
+        warehouse.run_neighbors("run-9", "rey")
+    assert warehouse.prune(0) == ["run-4"]
+    with pytest.raises(QuijoteError, match="keep must be 0 or more"):
+        warehouse.prune(-1)
+
+
 def test_an_older_warehouse_gets_the_new_column_and_table(home: Path, run: RunRecord):
     with closing(duckdb.connect(str(warehouse_path()))) as conn:
         conn.execute("ALTER TABLE runs DROP COLUMN promoted_at")
