@@ -17,7 +17,7 @@ from storage.benchmarks import find_benchmarks
 from storage.tables import DEFAULT_LABELLED, find_labelled
 from tasks.evaluate import evaluate_task
 from tasks.gate import gate_task
-from tasks.publish import RunSummary, new_run_id, publish_task
+from tasks.publish import RunSummary, new_run_id, prune_task, publish_task
 from tasks.report import report_task
 
 
@@ -33,6 +33,7 @@ def quijote_embeddings(
     promote: bool = False,
     text_field: str | None = None,
     glob: str | None = None,
+    keep_runs: int | None = None,
 ) -> RunSummary:
     """Train skip-gram vectors on `corpus` (names, URLs, files or directories: see README
     "Corpora"; `text_field` names the text of JSON lines, CSV or Parquet records, `glob` the
@@ -40,7 +41,9 @@ def quijote_embeddings(
     analogy files; None: the eval/ folder beside the corpus mirror, () for none), judge them
     against the warehouse's current run, train the text classifier on `labelled` (a CSV or
     Parquet file, or a path inside the corpus mirror; None for no classifier), publish them (as
-    the current run if the vectors pass, or whatever the gate says with `promote`) and report.
+    the current run if the vectors pass, or whatever the gate says with `promote`), prune the
+    vectors of all runs but the current one and the `keep_runs` most recent others (None: keep
+    every run's) and report.
     `params` overrides the defaults in quijote.params, `classifier` those of
     tasks.classify.ClassifyParams."""
     from tasks.classify import ClassifyParams, classify_task  # torch: not for `quijote train`
@@ -68,6 +71,8 @@ def quijote_embeddings(
     summary = publish_task(
         new_run_id(), started_at, list(corpus), settings, stages, verdict, promote
     )
+    if keep_runs is not None:
+        prune_task(keep_runs)
     return report_task(summary)
 
 

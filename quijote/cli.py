@@ -168,6 +168,10 @@ def run(
     promote: Annotated[
         bool, typer.Option("--promote", help="Make this run current whatever the gate says.")
     ] = False,
+    keep_runs: Annotated[
+        int | None,
+        typer.Option(min=0, help="Then prune the vectors of older runs but N (see `prune`)."),
+    ] = None,
 ) -> None:
     """Run the whole flow locally: download, tokenize, ..., train, evaluate, gate, classify,
     publish, report."""
@@ -200,7 +204,7 @@ def run(
     pipeline = on_dask(dask, dask_address) if dask or dask_address else quijote_embeddings
     summary = pipeline(
         tuple(corpus or DEFAULT_CORPUS), settings, table, text_column, label_column, classifier,
-        benchmarks, promote, text_field, glob,
+        benchmarks, promote, text_field, glob, keep_runs,
     )  # fmt: skip
     _print_summary(summary)
 

@@ -207,6 +207,13 @@ def publish_task(
     return summary
 
 
+@task(name="prune", cache_policy=NONE)
+def prune_task(keep: int) -> list[str]:
+    """Drop the vectors of all runs but the current one and the `keep` most recent others
+    (storage.warehouse.prune); returns the pruned run ids."""
+    return warehouse.prune(keep)
+
+
 def _link_stages(links: Path, stages: Stages) -> None:
     """`links/<stage>` -> the stage's output directory (`links/<stage>/<shard>` per shard).
     The links are relative, so they hold when the data directory moves (and when the run's

@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import duckdb
@@ -102,13 +103,14 @@ def test_word2vec_export_round_trip_through_gensim(prefect_api, home: Path, corp
 
 
 def run_flow(
-    corpus: str, params: dict, labelled: Path | None = None, promote: bool = False
+    corpus: str, params: dict, labelled: Path | None = None, promote: bool = False, **more: Any
 ) -> tuple[RunSummary, UUID]:
     """The flow's summary and its flow run id; a classifier on `labelled` (texto, tema)."""
     table = str(labelled) if labelled else None
     state = quijote_embeddings(
-        (corpus,), params, table, "texto", "tema", CLASSIFIER, promote=promote, return_state=True
-    )
+        (corpus,), params, table, "texto", "tema", CLASSIFIER, promote=promote, return_state=True,
+        **more,
+    )  # fmt: skip
     return state.result(), state.state_details.flow_run_id
 
 
@@ -134,12 +136,15 @@ def test_second_run_reuses_every_stage_and_a_change_reruns_downstream(
     assert "| train | yes |" in again.report.read_text()
     assert again.stages == {k: replace(v, reused=True) for k, v in first.stages.items()}
 
-    changed, _ = run_flow(corpus, {**SMALL, "epochs": 5}, labelled)
+    changed, changed_id = run_flow(corpus, {**SMALL, "epochs": 5}, labelled, keep_runs=1)
     reused = {name for name, s in changed.stages.items() if s.reused}
     assert reused == {"download", "tokenize", "vocab", "negatives"}
-    runs = [r for (r,) in duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-            .execute("SELECT run_id FROM runs ORDER BY started_at").fetchall()]  # fmt: skip
-    assert runs == [first.run_id, again.run_id, changed.run_id]
+    assert task_states(changed_id)["prune"] == "Completed"
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
+        runs = conn.execute("SELECT run_id FROM runs ORDER BY started_at").fetchall()
+        held = conn.execute("SELECT DISTINCT run_id FROM run_vectors ORDER BY run_id").fetchall()
+    assert [r for (r,) in runs] == [first.run_id, again.run_id, changed.run_id]
+    assert [r for (r,) in held] == [again.run_id, changed.run_id]  # current, then 1 more
 
 
 def test_report_files_and_artifacts(prefect_api, home: Path, corpus: str) -> None:
