@@ -331,7 +331,7 @@ def prune(keep: int, db: Path | None = None) -> list[str]:
     return pruned
 
 
-# Runs with vectors in the warehouse, but for the current one and the ? most recent others.
+# Runs with vectors in the warehouse, except the current one and the ? most recent others.
 _PRUNABLE = """
 SELECT run_id FROM runs
 WHERE NOT is_current AND run_id IN (SELECT DISTINCT run_id FROM run_vectors)
