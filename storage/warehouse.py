@@ -288,24 +288,14 @@ def register_run(
 def promote(run_id: str, db: Path | None = None, index_min_words: int = INDEX_MIN_WORDS) -> None:
     """Make a registered run (kept or rejected) the current one by hand, in one transaction;
     `runs.promoted_at` records when. The run's vectors come from the warehouse itself."""
-    db = _database(db)
-    if not db.exists():
-        raise QuijoteError(f"no warehouse yet at {db}: run `quijote run` first")
-    with _writing(db) as conn:
-        try:
-            _create_tables(conn, db.parent, index_min_words)
-            conn.begin()
-            words, vectors = _run_vectors(conn, run_id)
-            current = _current_tables(words, vectors, index_min_words)
-            conn.execute("UPDATE runs SET status = 'kept' WHERE is_current")
-            conn.execute(
-                "UPDATE runs SET status = 'current', promoted_at = now() WHERE run_id = ?",
-                [run_id],
-            )
-            _make_current(conn, current, vectors.shape[1])
-            conn.commit()
-        except duckdb.Error as error:
-            raise QuijoteError(f"cannot promote run {run_id}: {first_line(error)}") from error
+    with _changing(db, f"promote run {run_id}", index_min_words) as conn:
+        words, vectors = _run_vectors(conn, run_id)
+        current = _current_tables(words, vectors, index_min_words)
+        conn.execute("UPDATE runs SET status = 'kept' WHERE is_current")
+        conn.execute(
+            "UPDATE runs SET status = 'current', promoted_at = now() WHERE run_id = ?", [run_id]
+        )
+        _make_current(conn, current, vectors.shape[1])
 
 
 def prune(keep: int, db: Path | None = None) -> list[str]:
@@ -315,19 +305,10 @@ def prune(keep: int, db: Path | None = None) -> list[str]:
     warehouse pruned after each run stops growing."""
     if keep < 0:
         raise QuijoteError(f"keep must be 0 or more, got {keep}")
-    db = _database(db)
-    if not db.exists():
-        raise QuijoteError(f"no warehouse yet at {db}: run `quijote run` first")
-    with _writing(db) as conn:
-        try:
-            _create_tables(conn, db.parent, INDEX_MIN_WORDS)
-            conn.begin()
-            pruned = [run_id for (run_id,) in conn.execute(_PRUNABLE, [keep]).fetchall()]
-            for table in ("run_vocab", "run_vectors"):
-                conn.execute(f"DELETE FROM {table} WHERE list_contains(?, run_id)", [pruned])
-            conn.commit()
-        except duckdb.Error as error:
-            raise QuijoteError(f"cannot prune the warehouse: {first_line(error)}") from error
+    with _changing(db, "prune the warehouse") as conn:
+        pruned = [run_id for (run_id,) in conn.execute(_PRUNABLE, [keep]).fetchall()]
+        for table in ("run_vocab", "run_vectors"):
+            conn.execute(f"DELETE FROM {table} WHERE list_contains(?, run_id)", [pruned])
     return pruned
 
 
@@ -635,6 +616,26 @@ def _writing(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         # DuckDB's float compression (ALP-RD) saves little on them and slows that down.
         conn.execute("SET force_compression = 'uncompressed'")
         yield conn
+
+
+@contextmanager
+def _changing(
+    db: Path | None, doing: str, index_min_words: int = INDEX_MIN_WORDS
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One write transaction on an existing warehouse, its schema brought up to date first;
+    committed when the block ends, rolled back if it raises; a DuckDB error is one line,
+    "cannot <doing>: …"."""
+    db = _database(db)
+    if not db.exists():
+        raise QuijoteError(f"no warehouse yet at {db}: run `quijote run` first")
+    with _writing(db) as conn:
+        try:
+            _create_tables(conn, db.parent, index_min_words)
+            conn.begin()
+            yield conn
+            conn.commit()
+        except duckdb.Error as error:  # closing without COMMIT rolls everything back
+            raise QuijoteError(f"cannot {doing}: {first_line(error)}") from error
 
 
 def _open(db: Path, read_only: bool, deadline: float | None = None) -> duckdb.DuckDBPyConnection:
