@@ -10,13 +10,11 @@ that numba's import and set-up overlap the preparation instead of preceding it."
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import sys
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from quijote.errors import QuijoteError
@@ -28,6 +26,7 @@ from tasks.stage_task import StageTask
 from tasks.subsample import subsample_task
 from tasks.tokenize import tokenize_task
 from tasks.vocab import vocab_task
+from tasks.workers import forked_map
 
 DEFAULT_CORPUS = ("quijote",)
 
@@ -94,23 +93,12 @@ def _mapped(stage: StageTask, *args: Any) -> list[StageOutput]:
     return [future.result() for future in futures]
 
 
-PER_SHARD = {stage.name: stage for stage in (tokenize_task, subsample_task, pairs_task)}
-
-
 def in_workers(stage: StageTask, *args: Any) -> list[StageOutput]:
     """`stage` once per shard (list arguments are per shard, the others shared), in forked
-    worker processes, as many as cores and shards: the stages hold the GIL."""
+    worker processes, as many as cores and shards (see forked_map): the stages hold the GIL."""
     shards = max(len(a) for a in args if isinstance(a, list))
     rows = [[a[i] if isinstance(a, list) else a for a in args] for i in range(shards)]
-    workers = min(shards, os.cpu_count() or 1)
-    if workers < 2:
-        return [stage(*row) for row in rows]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(_run, [stage.name] * shards, rows))
-
-
-def _run(name: str, row: list[Any]) -> StageOutput:
-    return PER_SHARD[name](*row)
+    return forked_map(lambda row: stage(*row), rows)
 
 
 def forked(work: Callable[[], T]) -> Callable[[], T]:

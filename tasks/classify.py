@@ -16,13 +16,9 @@ processes, one per core: the same models as one after another.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
-import pickle
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +38,7 @@ from storage.tables import Labelled, read_columns
 from storage.vectors import Vectors, read_vectors
 from tasks.stage_task import stage_task
 from tasks.tokenize import split_sentences
+from tasks.workers import forked_map
 
 VERSION = 2
 
@@ -401,31 +398,15 @@ Job = tuple[ClassifyParams, bool]  # Split.fit's arguments
 def _fit_each(
     split: Split, jobs: Sequence[Job]
 ) -> list[tuple[dict[str, float], TextClassifier | None]]:
-    """split.fit(*job) for every job, in forked worker processes (one per core, which inherit
-    the split), or one after another where there is one core or the process may not have
-    children (a daemon: a Dask worker)."""
-    workers = min(len(jobs), os.cpu_count() or 1)
-    if workers < 2 or multiprocessing.current_process().daemon:
-        return [split.fit(*job) for job in jobs]
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, context, _start_worker, (split,)) as pool:
-        return [pickle.loads(result) for result in pool.map(_fit_inherited, jobs)]
+    """split.fit(*job) for every job, in forked worker processes which inherit the split, or
+    one after another (see forked_map)."""
+    return forked_map(lambda job: split.fit(*job), jobs, _one_torch_thread)
 
 
-_inherited: list[Split] = []  # in a worker process: the split it was started with
-
-
-def _start_worker(split: Split) -> None:
+def _one_torch_thread() -> None:
     """One torch thread before any torch op: GNU OpenMP's threads do not survive a fork, and
     a forked process that starts a parallel region waits for them forever."""
     torch.set_num_threads(1)
-    _inherited.append(split)
-
-
-def _fit_inherited(job: Job) -> bytes:
-    """The result pickled by value (a pool would pass the model's tensors through shared
-    memory, of which a container may have little)."""
-    return pickle.dumps(_inherited[0].fit(*job))
 
 
 def _take(
