@@ -32,10 +32,10 @@ lint: install
 PORT ?= 4200
 
 serve: install
-	$(BIN)/python -m quijote.serve start --port $(PORT)
+	$(BIN)/python -m cli.serve start --port $(PORT)
 
 stop:
-	$(BIN)/python -m quijote.serve stop
+	$(BIN)/python -m cli.serve stop
 
 clean:
 	rm -rf $(VENV) data

@@ -27,7 +27,7 @@ from pathlib import Path
 from speed import ROOT, commit, machine, save
 
 MIRROR = ROOT.parent / "shared" / "corpora"
-CLI = "import sys; from quijote.cli import main; sys.argv[0] = 'quijote'; main()"
+CLI = "import sys; from cli.main import main; sys.argv[0] = 'quijote'; main()"
 STAGE_ROW = re.compile(r"^\| (\w+) \| no \| ([\d.]+) \|$", re.MULTILINE)
 
 

@@ -88,7 +88,7 @@ def quijote_train(
     directory `home`: the process (seconds, peak RSS, its JSON summary) and its stages'
     stage.json."""
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in (SETTINGS | more).items()]
-    command = [sys.executable, "-c", "from quijote.cli import main; main()", "train"]
+    command = [sys.executable, "-c", "from cli.main import main; main()", "train"]
     command += [*(f"-c{p}" for p in corpus), *flags, f"--seed={seed}", f"--threads={threads}"]
     command += [f"--device={device}", f"--out={out}"]
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))

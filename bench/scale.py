@@ -322,7 +322,7 @@ def dask_prep_worker(corpus: str) -> None:
     from prefect import flow
     from prefect_dask import DaskTaskRunner
 
-    from quijote import cli
+    from cli import main as cli
 
     cli._prepare_prefect()  # the data directory's Prefect home, a started temporary API
     cli._start_prefect()

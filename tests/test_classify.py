@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from cli.classify import classify_app
 from models.classifier import TextClassifier, build
-from quijote.classify_cli import classify_app
 from quijote.errors import QuijoteError
 from storage import warehouse
 from storage.paths import run_classifier_dir

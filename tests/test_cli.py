@@ -17,6 +17,7 @@ from gensim.models import KeyedVectors
 from storage import warehouse
 from tasks.gate import Verdict
 from tasks.publish import StageRun
+from tests.commands import QUIJOTE_BIN, assert_one_line_error, cli_env, no_leftovers, quijote
 from tests.data import (
     OTHER_VECTORS,
     OTHER_WORDS,
@@ -26,35 +27,6 @@ from tests.data import (
     quijote_slice,
     summary_for,
 )
-
-QUIJOTE_BIN = Path(sys.executable).parent / "quijote"
-
-
-def cli_env(home: Path) -> dict[str, str]:
-    """The environment of a `quijote` process on the data directory `home`."""
-    return {**os.environ, "QUIJOTE_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-
-
-def quijote(home: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(QUIJOTE_BIN), *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(home),
-        timeout=timeout,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert result.returncode == 2, result.stderr
-    assert len(errors) == 1 and message in errors[0], result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-
-
-def no_leftovers(home: Path) -> bool:
-    """No temporary file or directory left anywhere in the data directory."""
-    return not [p for p in home.rglob("*") if ".tmp" in p.name]
 
 
 @pytest.fixture
@@ -81,7 +53,7 @@ def test_train_prints_one_json_line_and_writes_word2vec(
 def test_train_path_imports_neither_prefect_nor_torch() -> None:
     """`quijote train` on the CPU loads no orchestrator and no torch (seconds of start-up)."""
     code = (
-        "import sys, quijote.cli, flows.train_stages, storage.vectors;"
+        "import sys, cli.main, flows.train_stages, storage.vectors;"
         "print(sorted(m for m in ('prefect', 'torch', 'matplotlib') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -355,7 +327,7 @@ def test_the_run_summary_keeps_each_item_on_one_line_in_a_file(home: Path) -> No
         loss_per_epoch=[2.5, 2.4],
         gate=Verdict(True, [reason]),
     )
-    script = "import base64, pickle, sys\nfrom quijote.cli import _print_summary as show\n"
+    script = "import base64, pickle, sys\nfrom cli.main import _print_summary as show\n"
     script += "show(pickle.loads(base64.b64decode(sys.argv[1])))"
     result = subprocess.run(
         [sys.executable, "-c", script, base64.b64encode(pickle.dumps(summary)).decode()],
@@ -395,7 +367,7 @@ def test_classify_bad_input_is_one_line_and_exit_status_2(home: Path, tmp_path: 
 def test_prefect_gets_its_home_and_time_for_a_first_start(tmp_path: Path, monkeypatch) -> None:
     """A data directory whose parents do not exist yet, and a new Prefect database to migrate
     (about 20 s on two cores, Prefect's default timeout): the first `quijote run` works."""
-    from quijote.cli import _prepare_prefect
+    from cli.main import _prepare_prefect
 
     monkeypatch.setenv("QUIJOTE_HOME", str(tmp_path / "a" / "b"))
     for name in ("PREFECT_HOME", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):

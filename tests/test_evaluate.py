@@ -15,8 +15,8 @@ from storage.benchmarks import ANALOGY, SIMILARITY, read_benchmark, read_benchma
 from storage.vectors import word2vec_lines
 from tasks import evaluate as evaluation
 from tasks.evaluate import WordIndex, evaluate, fold, spearman
+from tests.commands import assert_one_line_error, quijote
 from tests.data import VECTORS, WORDS, make_run
-from tests.test_cli import assert_one_line_error, quijote
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

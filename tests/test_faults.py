@@ -27,8 +27,8 @@ from storage.stages import StageOutput, shards
 from storage.tables import find_labelled
 from tasks.gate import gate_task
 from tasks.tokenize import BATCH_TOKENS, MAX_SENTENCE_WORDS, WORD
+from tests.commands import QUIJOTE_BIN, assert_one_line_error, cli_env, no_leftovers, quijote
 from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run, quijote_slice
-from tests.test_cli import QUIJOTE_BIN, assert_one_line_error, cli_env, no_leftovers, quijote
 
 REPO = Path(__file__).parents[1]
 TINY = {"dim": 8, "epochs": 2, "min_count": 2, "threads": 1}

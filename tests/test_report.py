@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from prefect import flow
 
-from quijote import serve
+from cli import serve
 from storage import warehouse
 from storage.vectors import read_vectors
 from tasks.publish import RunSummary, StageRun

@@ -17,8 +17,8 @@ import pytest
 
 from storage.files import write_parquet
 from storage.stages import run_stage
+from tests.commands import cli_env
 from tests.data import quijote_slice
-from tests.test_cli import cli_env
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""The server path end to end, as `make serve` runs it (quijote/serve.py): a real Prefect server
+"""The server path end to end, as `make serve` runs it (cli/serve.py): a real Prefect server
 on a free loopback port with its database in tmp, the process work pool, `prefect deploy` from
 prefect.yaml, a worker, and the deployment run twice through `prefect deployment run`.
 Every process started here is stopped by the module fixture, whatever happens."""
@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from quijote import serve
+from cli import serve
 from storage.paths import PROJECT_ROOT
 from tests.data import free_port, quijote_slice
 

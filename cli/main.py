@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from quijote.classify_cli import classify_app
+from cli.classify import classify_app
 from quijote.errors import QuijoteError, first_line
 
 if TYPE_CHECKING:

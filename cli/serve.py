@@ -1,9 +1,9 @@
 """A local Prefect server, the `quijote-embeddings` deployment and a process worker:
 what `make serve` starts and `make stop` stops.
 
-    python -m quijote.serve start [--port 4200]   # server + work pool + deploy + worker
-    python -m quijote.serve stop                  # stops exactly what `start` started
-    python -m quijote.serve status
+    python -m cli.serve start [--port 4200]   # server + work pool + deploy + worker
+    python -m cli.serve stop                  # stops exactly what `start` started
+    python -m cli.serve status
 
 Everything lives in `$QUIJOTE_HOME/prefect/` (default `data/prefect/`): the server's SQLite
 database, `server.pid` and `worker.pid` (each process leads its own process group), their logs,
@@ -495,9 +495,7 @@ def status(home: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m quijote.serve", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m cli.serve", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     start_cmd = commands.add_parser("start", help="server, work pool, deployment and worker")
     start_cmd.add_argument("--port", type=int, default=int(os.environ.get("PORT") or DEFAULT_PORT))
