@@ -106,6 +106,21 @@ def write_json(path: Path, value: Any) -> None:
         tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+class Tally:
+    """Record batches passed through as they stream (to `write_parquet`), counting their rows
+    and the values in the lists of one column (a sentence's tokens)."""
+
+    def __init__(self, batches: Iterable[pa.RecordBatch], column: str) -> None:
+        self.batches, self.column = batches, column
+        self.rows = self.values = 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for batch in self.batches:
+            self.rows += batch.num_rows
+            self.values += len(batch.column(self.column).flatten())
+            yield batch
+
+
 def write_parquet(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
     """Stream record batches into one Parquet file (one row group per batch); return rows.
     Large strings (whole documents) get no min/max statistics: each would copy the value.

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from quijote.params import Params
-from storage.files import mapped_ahead, read_row_groups, write_parquet
+from storage.files import Tally, mapped_ahead, read_row_groups, write_parquet
 from storage.schemas import SUBSAMPLED
 from storage.stages import StageOutput, run_stage
 from tasks.seeding import Stream
@@ -135,13 +135,6 @@ def subsample_task(
 
 def write_ids(path: Path, batches: Iterable[pa.RecordBatch]) -> int:
     """Write subsampled sentences to `path`; return the words kept."""
-    words = 0
-
-    def counted() -> Iterator[pa.RecordBatch]:
-        nonlocal words
-        for batch in batches:
-            words += len(batch.column("ids").flatten())
-            yield batch
-
-    write_parquet(path, SUBSAMPLED, counted())
-    return words
+    kept = Tally(batches, "ids")
+    write_parquet(path, SUBSAMPLED, kept)
+    return kept.values

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import regex
 
-from storage.files import write_parquet
+from storage.files import Tally, write_parquet
 from storage.schemas import SENTENCES
 from storage.stages import StageOutput, run_stage
 from tasks.stage_task import stage_task
@@ -85,17 +85,9 @@ def tokenize_task(documents: StageOutput, shard: int) -> StageOutput:
         yield file.read_row_group(shard, columns=["text"]).column("text")[0].as_py()
 
     def build(out):
-        stats = {"sentences": 0, "tokens": 0}
-
-        def counted(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            for batch in batches:
-                stats["sentences"] += batch.num_rows
-                stats["tokens"] += len(batch.column("tokens").flatten())
-                yield batch
-
-        batches = tokenize(texts(), first_id=shard << SHARD_BITS)
-        write_parquet(out / "sentences.parquet", SENTENCES, counted(batches))
-        return stats
+        sentences = Tally(tokenize(texts(), first_id=shard << SHARD_BITS), "tokens")
+        write_parquet(out / "sentences.parquet", SENTENCES, sentences)
+        return {"sentences": sentences.rows, "tokens": sentences.values}
 
     content = documents.meta["document_sha256"][shard]
     return run_stage("tokenize", VERSION, {"shard": shard}, [content], build)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from quijote.errors import QuijoteError
 from quijote.params import Params
+from storage.files import write_parquet
 from storage.schemas import VOCAB
 from storage.stages import StageOutput, run_stage
 from tasks.stage_task import stage_task
@@ -53,7 +53,7 @@ def vocab_task(sentences: list[StageOutput], params: Params) -> StageOutput:
     def build(out):
         files = [str(shard.file("sentences.parquet")) for shard in sentences]
         table = build_vocab(ds.dataset(files), params.min_count, params.max_vocab)
-        pq.write_table(table, out / "vocab.parquet", compression="zstd")
+        write_parquet(out / "vocab.parquet", VOCAB, table.to_batches())
         return {"words": table.num_rows, "kept_tokens": int(pa.compute.sum(table["count"]).as_py())}
 
     settings = params.subset("min_count", "max_vocab")

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage import schemas
-from storage.files import read_row_groups, write_parquet
+from storage.files import Tally, read_row_groups, write_parquet
 
 
 def encodings(path: Path) -> dict[str, set[str]]:
@@ -37,3 +37,18 @@ def test_only_words_are_dictionary_encoded_and_everything_reads_back(tmp_path: P
         assert pa.Table.from_batches(read_row_groups(path)).equals(
             pa.Table.from_batches([batch, batch])
         )
+
+
+def test_a_tally_counts_rows_and_list_values_as_the_batches_are_written(tmp_path: Path) -> None:
+    lists = pa.list_(pa.string())
+    batches = [
+        pa.record_batch([pa.array([1, 2], pa.int64()), pa.array([["a", "b"], []], lists)],
+                        names=["id", "tokens"]),
+        pa.record_batch([pa.array([3], pa.int64()), pa.array([["c", "d", "e"]], lists)],
+                        names=["id", "tokens"]),
+    ]  # fmt: skip
+    tally = Tally(iter(batches), "tokens")
+    assert write_parquet(tmp_path / "t.parquet", batches[0].schema, tally) == 3
+    assert (tally.rows, tally.values) == (3, 5)
+    written = pq.read_table(tmp_path / "t.parquet")["tokens"].to_pylist()
+    assert written == [["a", "b"], [], ["c", "d", "e"]]
