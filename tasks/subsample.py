@@ -128,8 +128,8 @@ def subsample_task(
         heldout = write_ids(out / HELDOUT_FILE, subsample_ids(heldout_ids, keep, rng))
         return {"kept_words_per_epoch": words_per_epoch, "heldout_words": heldout}
 
-    settings = params.subset("sample", "subsample_rule", "epochs", "heldout", "seed")
-    settings["shard"] = shard
+    names = "sample", "subsample_rule", "epochs", "heldout", "seed"
+    settings = {**params.subset(*names), "shard": shard}
     return run_stage("subsample", VERSION, settings, [sentences.key, vocab.key], build)
 
 
