@@ -175,6 +175,7 @@ def run(
 ) -> None:
     """Run the whole flow locally: download, tokenize, ..., train, evaluate, gate, classify,
     publish, report."""
+    from models.skipgram import check_device
     from quijote.params import Params
     from storage.benchmarks import find_benchmarks
     from storage.tables import DEFAULT_LABELLED, find_labelled
@@ -184,7 +185,7 @@ def run(
 
     settings = _parse_settings(set_ or [])
     classifier = _parse_settings(classify_set or [])
-    Params.from_mapping(settings)  # reject bad parameters before any work
+    check_device(Params.from_mapping(settings).device)  # reject bad parameters before any work
     ClassifyParams.from_mapping(classifier)
     table = None if labelled and labelled.lower() == "none" else labelled or DEFAULT_LABELLED
     reading = Reading(text_field, glob)
@@ -275,7 +276,9 @@ def train(
     ] = None,
 ) -> None:
     """Train skip-gram vectors only (no warehouse), print one JSON summary line."""
+    from models.skipgram import check_device
     from quijote.params import Params
+    from storage.files import check_writable
 
     given = {
         "dim": dim, "window": window, "negative": negative, "min_count": min_count,
@@ -285,6 +288,8 @@ def train(
     params = Params.from_mapping({k: v for k, v in given.items() if v is not None})
     if format_ not in ("word2vec", "parquet"):
         raise QuijoteError(f"unknown format {format_!r}: use word2vec or parquet")
+    check_device(params.device)
+    check_writable(out_file)
     started = time.perf_counter()
     from flows.train_stages import DEFAULT_CORPUS, train_stages
     from storage.stages import shards, total
@@ -415,6 +420,7 @@ def export(
     """Export the current run's vectors: word2vec text (gensim), TensorBoard projector TSVs,
     or Parquet."""
     from storage import warehouse
+    from storage.files import check_writable
     from storage.vectors import write_projector, write_word2vec
 
     run_row = warehouse.current_run()
@@ -425,6 +431,7 @@ def export(
     if format_ not in defaults:
         raise QuijoteError(f"unknown format {format_!r}: use {', '.join(defaults)}")
     target = out_path or Path(defaults[format_])
+    check_writable(target / "vectors.tsv" if format_ == "projector" else target)
     if format_ == "word2vec":
         write_word2vec(vectors, target)
     elif format_ == "projector":

@@ -82,15 +82,30 @@ def saved_weights(state: dict[str, np.ndarray], name: str, shape: tuple[int, ...
     return weights
 
 
-def resolve_device(device: str) -> str:
-    """`auto` is CUDA when present (torch is asked only where an NVIDIA driver is), else cpu."""
-    if device != "auto":
-        return device
-    if not Path("/proc/driver/nvidia/version").exists():
-        return "cpu"
-    import torch
+NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
+NO_CUDA = "device=cuda, but there is no CUDA GPU here: use auto or cpu"
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+
+def check_device(device: str) -> None:
+    """Before any work: `cuda` needs an NVIDIA driver (PyTorch, whose first CUDA call starts
+    CUDA in the process, is asked only when training starts)."""
+    if device == "cuda" and not NVIDIA_DRIVER.exists():
+        raise QuijoteError(NO_CUDA)
+
+
+def resolve_device(device: str) -> str:
+    """`auto` is CUDA when present (torch is asked only where an NVIDIA driver is), else cpu;
+    `cuda` where PyTorch sees no GPU is a QuijoteError."""
+    if device not in ("auto", "cuda"):
+        return device
+    if NVIDIA_DRIVER.exists():
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+    if device == "cuda":
+        raise QuijoteError(NO_CUDA)
+    return "cpu"
 
 
 def read_ahead(blocks: Iterable[Block]) -> Iterator[Block]:

@@ -46,12 +46,36 @@ def space_for(target: Path) -> Iterator[None]:
         ) from None
 
 
+def check_writable(final: Path) -> None:
+    """Raise, before any work, the QuijoteError that writing the file `final` would meet: it
+    is a directory, a parent is a file, or the nearest existing directory is not writable."""
+    if final.is_dir():
+        raise QuijoteError(f"cannot write {final}: it is a directory; name a file")
+    nearest = next(p for p in final.absolute().parents if p.exists())
+    if not nearest.is_dir():
+        raise QuijoteError(f"cannot write {final}: {nearest} is not a directory")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise QuijoteError(f"cannot write {final}: permission denied in {nearest}")
+
+
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it to `final` only if the block succeeds
-    (with the permissions of a new file: mkstemp makes it private)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    (with the permissions of a new file: mkstemp makes it private); a symbolic link gets its
+    target replaced, not itself. A pipe or a device (/dev/stdout) is yielded itself, to be
+    written as the output comes. A place that cannot hold the file (a directory, a parent
+    that is a file, no permission) is a QuijoteError."""
+    if final.exists() and not final.is_file() and not final.is_dir():
+        yield final
+        return
+    check_writable(final)
+    if final.is_symlink():
+        final = final.resolve()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as error:
+        raise QuijoteError(f"cannot write {final}: {error.strerror or error}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

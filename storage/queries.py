@@ -112,10 +112,8 @@ def export(
 
             return _run(conn, sql, write, timeout)
 
-    if target.exists() and not target.is_file():
-        return copy(target)
-    with atomic_path(target.resolve()) as tmp:  # /dev/stdout to a file: that file
-        return copy(tmp)
+    with atomic_path(target) as path:
+        return copy(path)
 
 
 def _run(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from gensim.models import KeyedVectors
 
+from models.skipgram import NVIDIA_DRIVER
 from storage import warehouse
 from tasks.gate import Verdict
 from tasks.publish import StageRun
@@ -139,6 +140,20 @@ def test_invalid_parameters_are_rejected_before_any_work(
 ) -> None:
     result = quijote(home, "train", "-c", str(slice_file), flag, value)
     assert_one_line_error(result, f"invalid {flag[2:]}=")
+    assert not (home / "stages").exists()
+
+
+def test_an_unusable_output_or_device_is_rejected_before_any_work(
+    home: Path, slice_file: Path, tmp_path: Path
+) -> None:
+    cases = [
+        (["--out", str(slice_file / "v.txt")], "slice.txt is not a directory"),
+        (["--out", str(tmp_path)], "it is a directory"),
+    ]
+    if not NVIDIA_DRIVER.exists():
+        cases.append((["--device", "cuda"], "device=cuda, but there is no CUDA GPU"))
+    for args, message in cases:
+        assert_one_line_error(quijote(home, "train", "-c", str(slice_file), *args), message)
     assert not (home / "stages").exists()
 
 
@@ -351,6 +366,8 @@ def test_export_formats(published: Path, tmp_path: Path) -> None:
     assert (projector / "metadata.tsv").read_text().split() == WORDS
     assert len((projector / "vectors.tsv").read_text().splitlines()) == len(WORDS)
     assert_one_line_error(quijote(published, "export", "--format", "pdf"), "unknown format")
+    unusable = quijote(published, "export", "--format", "projector", "--out", str(text))
+    assert_one_line_error(unusable, "w2v.txt is not a directory")
 
 
 def test_classify_bad_input_is_one_line_and_exit_status_2(home: Path, tmp_path: Path) -> None:

@@ -1,13 +1,17 @@
-"""storage/files.py: Parquet as the stages write it."""
+"""storage/files.py: Parquet as the stages write it, and where an atomic write may go."""
 
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from quijote.errors import QuijoteError
 from storage import schemas
-from storage.files import Tally, read_row_groups, write_parquet
+from storage.files import Tally, atomic_path, read_row_groups, write_parquet
 
 
 def encodings(path: Path) -> dict[str, set[str]]:
@@ -52,3 +56,40 @@ def test_a_tally_counts_rows_and_list_values_as_the_batches_are_written(tmp_path
     assert (tally.rows, tally.values) == (3, 5)
     written = pq.read_table(tmp_path / "t.parquet")["tokens"].to_pylist()
     assert written == [["a", "b"], [], ["c", "d", "e"]]
+
+
+def test_an_atomic_write_through_a_link_replaces_its_target_and_keeps_the_link(
+    tmp_path: Path,
+) -> None:
+    target, link = tmp_path / "target.txt", tmp_path / "link.txt"
+    target.write_text("old")
+    link.symlink_to(target.name)
+    with atomic_path(link) as tmp:
+        tmp.write_text("new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "target.txt"]
+
+
+def test_an_atomic_write_to_a_pipe_goes_through_it(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    with atomic_path(fifo) as path:
+        path.write_text("rows\n")
+    reader.join(10)
+    assert received == ["rows\n"] and fifo.is_fifo()
+    assert [p.name for p in tmp_path.iterdir()] == ["fifo"]
+
+
+def test_a_place_that_cannot_hold_the_file_is_one_line_before_writing(tmp_path: Path) -> None:
+    (tmp_path / "file.txt").write_text("kept")
+    for final, message in (
+        (tmp_path, "it is a directory"),
+        (tmp_path / "file.txt" / "v.txt", "file.txt is not a directory"),
+        (tmp_path / "file.txt" / "a" / "v.txt", "file.txt is not a directory"),
+    ):
+        with pytest.raises(QuijoteError, match=message), atomic_path(final) as tmp:
+            tmp.write_text("never")
+    assert (tmp_path / "file.txt").read_text() == "kept"
