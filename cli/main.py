@@ -248,7 +248,8 @@ def _print_summary(summary: RunSummary) -> None:
             out.print(f"  {row['mode']:8} {row['accuracy']:.3f} / {row['macro_f1']:.3f}")
     out.print(f"run directory: {summary.run_dir} (report.md, loss.png, map.png)")
     out.print(f"warehouse: {warehouse_path()}")
-    out.print("try: quijote sql \"SELECT * FROM neighbors('dulcinea', 10)\"")
+    if gate.passed or metrics.promoted:  # the neighbors macro serves the current run
+        out.print("try: quijote sql \"SELECT * FROM neighbors('dulcinea', 10)\"")
 
 
 @app.command()

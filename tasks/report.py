@@ -362,7 +362,7 @@ def gate_outcome(passed: bool, promoted: bool) -> str:
     """What the gate's verdict meant for the run, in words."""
     if promoted:
         return f"{'passed' if passed else 'failed'}, and the run was made current by hand"
-    return "passed: the run is current" if passed else "rejected: the run is kept"
+    return "passed: the run is current" if passed else "rejected: the run is stored, not current"
 
 
 def _evaluation_section(rows: list[dict[str, Any]]) -> list[str]:
