@@ -34,13 +34,15 @@ class Labelled:
 def find_labelled(name: str, text_column: str, label_column: str) -> Labelled | None:
     """The labelled table `name`: a file, else a file of that relative path inside the corpus
     mirror (`../` cannot leave it); None when `name` is the default and the mirror does not
-    have it (no classifier then), an error for any other name that is not a file."""
+    have it (no classifier then), an error for any other name that is not a file, and for a
+    table without either column (only its header is read: this fails before any work)."""
     path = Path(name).expanduser()
     mirror = mirror_dir()
     inside = (mirror / name).resolve() if mirror and not path.is_absolute() else None
     if not path.is_file() and inside and inside.is_relative_to(mirror.resolve()):
         path = inside
     if path.is_file():
+        check_columns(path.resolve(), [text_column, label_column])
         return Labelled(path.resolve(), text_column, label_column)
     if name == DEFAULT_LABELLED:
         return None
@@ -53,17 +55,13 @@ def read_columns(path: Path, columns: Sequence[str]) -> dict[str, list[Any]]:
     are parsed: a table of a million columns costs no more than one of two."""
     if not path.is_file():
         raise QuijoteError(f"no such file: {path}")
+    check_columns(path, columns)
     try:
-        if path.suffix.lower() == ".parquet":
-            _check_columns(path, pq.read_schema(path).names, columns)
+        if _is_parquet(path):
             table = pq.read_table(path, columns=list(columns))
         else:
             only = pacsv.ConvertOptions(include_columns=list(columns))
-            try:
-                table = pacsv.read_csv(path, _CSV_READ, _CSV_PARSE, only)
-            except pa.ArrowKeyError:  # a column is not in the header: name it
-                _check_columns(path, _csv_header(path), columns)
-                raise
+            table = pacsv.read_csv(path, _CSV_READ, _CSV_PARSE, only)
     except (pa.ArrowException, OSError) as error:
         raise QuijoteError(f"cannot read {path}: {first_line(error)}") from None
     for column in columns:
@@ -73,20 +71,27 @@ def read_columns(path: Path, columns: Sequence[str]) -> dict[str, list[Any]]:
     return {column: table[column].to_pylist() for column in columns}
 
 
-def _check_columns(path: Path, names: Sequence[str], columns: Sequence[str]) -> None:
-    """One clear error for the first of `columns` that is not among the file's `names`."""
+def check_columns(path: Path, columns: Sequence[str]) -> None:
+    """A one-line error unless the table at `path` has all of `columns`, reading only its
+    header: a Parquet file's schema, a CSV file's first row."""
+    try:
+        names = pq.read_schema(path).names if _is_parquet(path) else _csv_header(path)
+    except (pa.ArrowException, OSError, csv.Error) as error:
+        raise QuijoteError(f"cannot read {path}: {first_line(error)}") from None
     for column in columns:
         if column not in names:
-            shown = ", ".join(map(repr, names[:20]))
+            shown = ", ".join(map(repr, names[:20])) or "none"
             more = " …" if len(names) > 20 else ""
             raise QuijoteError(f"no column {column!r} in {path}; its columns: {shown}{more}")
 
 
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
+
+
 def _csv_header(path: Path) -> list[str]:
-    """The names in a CSV file's first row, read by Python's csv module (Arrow's reader would
-    infer a type for every column first); [] when that row cannot be read."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
-            return next(csv.reader(f), [])
-    except csv.Error:  # a field longer than csv.field_size_limit()
-        return []
+    """The names in a CSV file's first row (quoted names may hold line breaks, a byte-order
+    mark is dropped), read by Python's csv module: Arrow's reader would infer a type for
+    every column first."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+        return next(csv.reader(f), [])

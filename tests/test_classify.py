@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cli.classify import classify_app
+from cli.main import app
 from models.classifier import TextClassifier, build
 from quijote.errors import QuijoteError
 from storage import warehouse
@@ -263,10 +264,42 @@ def test_labelled_tables_by_path_or_inside_the_mirror(
 ) -> None:
     assert find_labelled(str(dataset), "texto", "tema") == Labelled(dataset, "texto", "tema")
     monkeypatch.setenv("QUIJOTE_MIRROR", str(tmp_path))
-    assert find_labelled("news.csv", "t", "l") == Labelled(dataset, "t", "l")
+    assert find_labelled("news.csv", "id", "tema") == Labelled(dataset, "id", "tema")
     assert find_labelled(DEFAULT_LABELLED, "t", "l") is None  # the default: no classifier
     with pytest.raises(QuijoteError, match=r"no labelled file 'nothing\.csv'"):
         find_labelled("nothing.csv", "t", "l")
+
+
+@pytest.mark.parametrize(
+    ("header", "label"),
+    [
+        ('"texto","tema"\n', "tema"),  # quoted, as pyarrow writes it
+        ("\ufefftexto,tema\r\n", "tema"),  # a byte-order mark, CRLF
+        ('"texto","te\nma"\n', "te\nma"),  # a name with a line break
+        (None, "tema"),  # Parquet
+    ],
+)
+def test_a_missing_column_fails_when_the_table_is_found(
+    tmp_path: Path, header: str | None, label: str
+) -> None:
+    path = tmp_path / ("news.parquet" if header is None else "news.csv")
+    if header is None:
+        pq.write_table(pa.table({"texto": ["a"], "tema": ["x"]}), path)
+    else:  # only the header is read: a broken body does not matter yet
+        path.write_text(header + '"sin cerrar,\n' * 3, encoding="utf-8")
+    assert find_labelled(str(path), "texto", label) == Labelled(path, "texto", label)
+    with pytest.raises(QuijoteError, match=r"^no column 'Nope' in .*; its columns: 'texto', "):
+        find_labelled(str(path), "texto", "Nope")
+    with pytest.raises(QuijoteError, match=r"^no column 'Nope' in "):
+        find_labelled(str(path), "Nope", label)
+
+
+def test_run_checks_the_labelled_columns_before_any_work(dataset: Path, home: Path) -> None:
+    args = ["run", "--labelled", str(dataset), "--text-column", "texto", "--label-column", "Nope"]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, QuijoteError)
+    assert str(result.exception).startswith(f"no column 'Nope' in {dataset}; its columns: 'id'")
+    assert not home.exists()  # nothing downloaded, no Prefect server started
 
 
 # Reading
