@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -650,10 +651,25 @@ def _open(db: Path, read_only: bool, deadline: float | None = None) -> duckdb.Du
             with _turnstile(db, fcntl.LOCK_SH, deadline):
                 return duckdb.connect(str(db), read_only=True)
         except duckdb.Error as error:
-            if "Could not set lock" in str(error) and time.monotonic() < deadline:
+            if "Could not set lock" not in str(error):
+                raise QuijoteError(f"cannot open the warehouse: {first_line(error)}") from error
+            if time.monotonic() < deadline:
                 time.sleep(0.05)
                 continue
-            raise QuijoteError(f"cannot open the warehouse: {first_line(error)}") from error
+            raise QuijoteError(_busy(str(error), read_only)) from error
+
+
+def _busy(error: str, read_only: bool) -> str:
+    """The warehouse still locked at the deadline, said without DuckDB's hints (its CLI's
+    -readonly flag): who holds it (the pid DuckDB names) and what to do."""
+    pid = re.search(r"\(PID (\d+)\)", error)
+    holder = f"another process (pid {pid[1]})" if pid else "another process"
+    doing = (
+        "is writing to it (a run, promote or prune)"
+        if read_only
+        else "has it open (a query or a run)"
+    )
+    return f"the warehouse is busy: {holder} {doing}; try again when it ends"
 
 
 @contextmanager
@@ -668,7 +684,8 @@ def _turnstile(db: Path, mode: int, deadline: float) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise QuijoteError(
-                        "cannot open the warehouse: another run is registering itself; try again"
+                        "the warehouse is busy: another process is writing to it (a run, "
+                        "promote or prune); try again when it ends"
                     ) from None
                 time.sleep(0.05)
         yield  # closing the file releases the lock

@@ -1,7 +1,7 @@
 """Publish stage: a run directory (manifest, links to the stage outputs it used, word2vec
 export) and the run's registration in the DuckDB warehouse: as the current run when it passed
 the quality gate (or an operator promotes it), else as a rejected run (kept, and queryable by
-id)."""
+id). The directory gets its final name only once the run is registered."""
 
 from __future__ import annotations
 
@@ -141,8 +141,9 @@ def publish_task(
     verdict: Verdict,
     promote: bool = False,
 ) -> RunSummary:
-    """Write the run directory (under a temporary name, renamed when complete) and register
-    the run (current if it passed the gate, or with `promote` whatever the gate said)."""
+    """Write the run directory under a temporary name, register the run (current if it passed
+    the gate, or with `promote` whatever the gate said), then rename the directory into place:
+    if the registration fails, no run directory is left."""
     run_dir = runs_dir() / run_id
     vectors_path = stages.train.file("vectors.parquet")
     trained = stages.train.meta
@@ -182,28 +183,30 @@ def publish_task(
         vectors_path=vectors_path,
         classifier=classifier,
     )
+    record = warehouse.RunRecord(
+        run_id=run_id,
+        started_at=started_at,
+        finished_at=summary.finished_at,
+        corpus=corpus,
+        params=params.to_dict(),
+        metrics=metrics.to_dict(),
+        vocab_path=stages.vocab.file("vocab.parquet"),
+        vectors_path=vectors_path,
+        dim=params.dim,
+        classifier=classifier.rows if classifier else [],
+        evaluations=metrics.evaluation,
+        promoted=promote,
+    )
     with temporary_directory(runs_dir(), run_id) as work:
         _link_stages(work / "stages", stages)
         write_word2vec(vectors_path, work / "vectors.txt")
         write_json(work / "manifest.json", summary.to_json())
+        # Registered before the rename: a run directory under its final name is always a
+        # registered run. A failed registration (the warehouse busy past its wait) leaves no
+        # run directory (the temporary one is removed; the stages are kept for the next run);
+        # a process killed in between leaves only its temporary one, swept by a later run.
+        warehouse.register_run(record, summary.status)
         os.rename(work, run_dir)
-    warehouse.register_run(
-        warehouse.RunRecord(
-            run_id=run_id,
-            started_at=started_at,
-            finished_at=summary.finished_at,
-            corpus=corpus,
-            params=params.to_dict(),
-            metrics=metrics.to_dict(),
-            vocab_path=stages.vocab.file("vocab.parquet"),
-            vectors_path=vectors_path,
-            dim=params.dim,
-            classifier=classifier.rows if classifier else [],
-            evaluations=metrics.evaluation,
-            promoted=promote,
-        ),
-        summary.status,
-    )
     return summary
 
 

@@ -21,6 +21,8 @@ HOLD_LOCK = (  # a writer in another process: argv = database, seconds to hold i
     "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
     "print('locked', flush=True); time.sleep(float(sys.argv[2]))"
 )
+# A reader, as `quijote sql` is while its query runs: it keeps a writer out as well.
+HOLD_READ = HOLD_LOCK.replace("connect(sys.argv[1])", "connect(sys.argv[1], read_only=True)")
 
 
 @pytest.fixture
@@ -269,12 +271,40 @@ def test_readers_wait_for_a_writer_then_fail_clearly(run: RunRecord, monkeypatch
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
         monkeypatch.setattr(warehouse, "LOCK_WAIT_S", 0.2)
-        with pytest.raises(QuijoteError, match="cannot open the warehouse: IO Error: Could not"):
+        with pytest.raises(QuijoteError) as raised:
             warehouse.connect_read_only()
+        assert str(raised.value) == (
+            f"the warehouse is busy: another process (pid {holder.pid}) is writing to it (a "
+            "run, promote or prune); try again when it ends"
+        )
         monkeypatch.setattr(warehouse, "LOCK_WAIT_S", 10.0)
         assert warehouse.neighbors("rey", 1)[0][0] == "niño"
     finally:
         holder.wait(timeout=10)
+
+
+def test_a_writer_waits_for_an_open_query_then_fails_clearly(run: RunRecord, monkeypatch):
+    query = subprocess.Popen(
+        [sys.executable, "-c", HOLD_READ, str(warehouse_path()), "0.8"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert query.stdout is not None and query.stdout.readline() == "locked\n"
+        monkeypatch.setattr(warehouse, "WRITE_WAIT_S", 0.2)
+        with pytest.raises(QuijoteError) as raised:
+            warehouse.register_run(run, "kept")
+        message = str(raised.value)
+        assert message == (
+            f"the warehouse is busy: another process (pid {query.pid}) has it open (a query "
+            "or a run); try again when it ends"
+        )
+        assert "readonly" not in message
+        monkeypatch.setattr(warehouse, "WRITE_WAIT_S", 10.0)
+        warehouse.register_run(run, "kept")  # once the query has ended
+        assert runs_table() == [("run-1", "current", True)]  # a current run stays current
+    finally:
+        query.wait(timeout=10)
 
 
 def test_classifier_metrics_per_run_and_mode_come_with_the_run(home: Path, run: RunRecord):

@@ -1,0 +1,143 @@
+"""The publish stage: a run directory under its final name is always a registered run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+import tasks.publish
+from quijote.errors import QuijoteError
+from quijote.params import Params
+from storage import warehouse
+from storage.files import ABANDONED_AFTER_S
+from storage.paths import runs_dir, warehouse_path
+from storage.stages import StageOutput, Stages
+from tasks.gate import Verdict
+from tasks.publish import RunSummary, publish_task
+from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run
+
+# What `quijote sql` holds while its query runs: a read-only connection, which keeps a writer out.
+HOLD_READ = (
+    "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
+    "print('open', flush=True); time.sleep(float(sys.argv[2]))"
+)
+RUN_ID = "20261202T073837-9bdbca"
+
+
+@pytest.fixture
+def stages(home: Path) -> Stages:
+    """A current run in the warehouse, and the stages of a new run (one shard, no evaluate or
+    classify) whose vocab and vectors are real files."""
+    warehouse.register_run(make_run(home / "stages", "run-1", OTHER_WORDS, OTHER_VECTORS))
+    make_run(home / "stages", "train", WORDS, VECTORS)
+
+    def output(stage: str, **meta) -> StageOutput:
+        return StageOutput(stage, stage, home / "stages" / "train", meta)
+
+    trained = {"loss_per_epoch": [2.0, 1.5], "heldout_loss_per_epoch": [], "heldout_set": ""}
+    return Stages(
+        download=output("download", documents=1, inputs=["0" * 64]),
+        tokenize=[output("tokenize", tokens=100, sentences=10)],
+        vocab=output("vocab", words=len(WORDS)),
+        subsample=[output("subsample")],
+        pairs=[output("pairs", pairs=400)],
+        negatives=output("negatives"),
+        train=output("train", **trained, device="cpu", train_seconds=1.0),
+    )
+
+
+def publish(stages: Stages, run_id: str = RUN_ID) -> RunSummary:
+    params = Params.from_mapping({"dim": VECTORS.shape[1]})
+    verdict = Verdict(True, ["nothing comparable"])
+    return publish_task.fn(run_id, datetime.now(UTC), ["quijote"], params, stages, verdict)
+
+
+def runs() -> list[str]:
+    return sorted(p.name for p in runs_dir().iterdir())
+
+
+def current() -> str | None:
+    run = warehouse.current_run()
+    return run and run["run_id"]
+
+
+def test_publish_writes_the_run_directory_and_registers_the_run(stages: Stages):
+    summary = publish(stages)
+    assert summary.run_dir == runs_dir() / RUN_ID and runs() == [RUN_ID]
+    manifest = json.loads((summary.run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "current" and manifest["run_id"] == RUN_ID
+    assert (summary.run_dir / "vectors.txt").read_text().startswith(f"{len(WORDS)} 3\n")
+    assert (summary.run_dir / "stages" / "pairs" / "00000" / "vectors.parquet").is_file()
+    assert current() == RUN_ID
+
+
+def test_the_directory_gets_its_final_name_only_once_the_run_is_registered(
+    stages: Stages, monkeypatch: pytest.MonkeyPatch
+):
+    register, seen = warehouse.register_run, []
+
+    def registering(record: warehouse.RunRecord, status: str) -> None:
+        (building,) = runs()  # a kill -9 now leaves only this, removed by a later run
+        seen.append(building)
+        manifest = json.loads((runs_dir() / building / "manifest.json").read_text())
+        assert manifest["status"] == "current"
+        register(record, status)
+        assert runs() == [building]  # registered, not yet renamed
+
+    monkeypatch.setattr(tasks.publish.warehouse, "register_run", registering)
+    publish(stages)
+    assert seen[0].startswith(f".tmp-{RUN_ID}-") and runs() == [RUN_ID]
+
+
+def test_a_failed_registration_leaves_no_run_directory(
+    stages: Stages, monkeypatch: pytest.MonkeyPatch
+):
+    def failing(record: warehouse.RunRecord, status: str) -> None:
+        raise QuijoteError("cannot register run: something went wrong")
+
+    monkeypatch.setattr(tasks.publish.warehouse, "register_run", failing)
+    with pytest.raises(QuijoteError, match="something went wrong"):
+        publish(stages)
+    assert runs() == [] and current() == "run-1"
+
+
+def test_a_busy_warehouse_is_one_clear_line_and_leaves_no_run_directory(
+    stages: Stages, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(warehouse, "WRITE_WAIT_S", 0.5)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", HOLD_READ, str(warehouse_path()), "30"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "open\n"
+        with pytest.raises(QuijoteError) as raised:
+            publish(stages)
+    finally:
+        reader.kill()
+        reader.wait(timeout=10)
+    assert str(raised.value) == (
+        f"the warehouse is busy: another process (pid {reader.pid}) has it open (a query or a "
+        "run); try again when it ends"
+    )
+    assert runs() == [] and current() == "run-1"
+    publish(stages)  # once the query has ended, the same stages publish
+    assert runs() == [RUN_ID] and current() == RUN_ID
+
+
+def test_a_killed_publishs_temporary_directory_is_removed_by_a_later_one(stages: Stages):
+    stale = runs_dir() / ".tmp-20261202T070000-aaaaaa-1234abcd"
+    (stale / "stages").mkdir(parents=True)
+    (stale / "manifest.json").write_text('{"status": "current"}\n')
+    old = time.time() - 2 * ABANDONED_AFTER_S
+    os.utime(stale, (old, old))
+    publish(stages)
+    assert runs() == [RUN_ID]
