@@ -294,7 +294,7 @@ def train(
     started = time.perf_counter()
     from flows.train_stages import DEFAULT_CORPUS, train_stages
     from storage.stages import shards, total
-    from storage.vectors import write_word2vec
+    from storage.vectors import read_vectors, write_word2vec
 
     specs = list(corpus or DEFAULT_CORPUS)
     stages = train_stages(specs, params, orchestrated=False, text_field=text_field, glob=glob)
@@ -302,7 +302,7 @@ def train(
     if format_ == "parquet":
         _copy(vectors, out_file)
     else:
-        write_word2vec(vectors, out_file)
+        write_word2vec(*read_vectors(vectors), out_file)
     seconds = time.perf_counter() - started
     words = total(stages.tokenize, "tokens")
     summary = {
@@ -418,27 +418,26 @@ def export(
         Path | None, typer.Option("--out", help="File (or directory for projector).")
     ] = None,
 ) -> None:
-    """Export the current run's vectors: word2vec text (gensim), TensorBoard projector TSVs,
-    or Parquet."""
+    """Export the current run's vectors (the warehouse's copy): word2vec text (gensim),
+    TensorBoard projector TSVs, or Parquet."""
     from storage import warehouse
     from storage.files import check_writable
-    from storage.vectors import write_projector, write_word2vec
+    from storage.vectors import write_projector, write_vectors, write_word2vec
 
     run_row = warehouse.current_run()
     if run_row is None:
         raise QuijoteError("no current run in the warehouse: run `quijote run` first")
-    vectors = Path(run_row["vectors_path"])
-    defaults = {"word2vec": "vectors.txt", "projector": "projector", "parquet": "vectors.parquet"}
-    if format_ not in defaults:
-        raise QuijoteError(f"unknown format {format_!r}: use {', '.join(defaults)}")
-    target = out_path or Path(defaults[format_])
+    formats = {
+        "word2vec": ("vectors.txt", write_word2vec),
+        "projector": ("projector", write_projector),
+        "parquet": ("vectors.parquet", write_vectors),
+    }
+    if format_ not in formats:
+        raise QuijoteError(f"unknown format {format_!r}: use {', '.join(formats)}")
+    default, write = formats[format_]
+    target = out_path or Path(default)
     check_writable(target / "vectors.tsv" if format_ == "projector" else target)
-    if format_ == "word2vec":
-        write_word2vec(vectors, target)
-    elif format_ == "projector":
-        write_projector(vectors, target)
-    else:
-        _copy(vectors, target)
+    write(*warehouse.run_vectors(run_row["run_id"]), target)
     out.print(f"wrote {target} ({format_}, run {run_row['run_id']})")
 
 

@@ -13,7 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from quijote.errors import QuijoteError, first_line
-from storage.files import atomic_path, mapped_ahead
+from storage.files import atomic_path, mapped_ahead, write_parquet
+from storage.schemas import vectors as vectors_schema
 
 Vectors = tuple[list[str], np.ndarray]  # words, (words, dim) float32 matrix
 
@@ -104,20 +105,31 @@ def read_word2vec(path: Path) -> Vectors:
     return words, matrix
 
 
-def write_word2vec(vectors_parquet: Path, out: Path) -> int:
-    """Export a vectors Parquet file as word2vec text (gensim's `load_word2vec_format`)."""
-    words, vectors = read_vectors(vectors_parquet)
+def vector_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """The rows of a (words, dim) matrix as Arrow's fixed-size lists of float32."""
+    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
+
+
+def write_vectors(words: list[str] | pa.Array, matrix: np.ndarray, out: Path) -> int:
+    """The vectors Parquet file (word, vector): the train stage's output, an export format."""
+    schema = vectors_schema(matrix.shape[1])
+    table = pa.table([pa.array(words, pa.string()), vector_array(matrix)], schema=schema)
+    return write_parquet(out, schema, table.to_batches())
+
+
+def write_word2vec(words: list[str], matrix: np.ndarray, out: Path) -> int:
+    """Vectors as word2vec text (gensim's `load_word2vec_format`)."""
     with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8") as f:
-        f.writelines(word2vec_lines(words, vectors))
+        f.writelines(word2vec_lines(words, matrix))
     return len(words)
 
 
-def write_projector(vectors_parquet: Path, directory: Path) -> int:
+def write_projector(words: list[str], matrix: np.ndarray, directory: Path) -> int:
     """TensorBoard projector files: `vectors.tsv` (one vector per line) and `metadata.tsv`."""
-    words, vectors = read_vectors(vectors_parquet)
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / "vectors.tsv") as tmp, tmp.open("w", encoding="utf-8") as f:
-        f.writelines(number_lines(vectors, "\t"))
+        f.writelines(number_lines(matrix, "\t"))
     with atomic_path(directory / "metadata.tsv") as tmp:
         tmp.write_text("".join(word + "\n" for word in words), encoding="utf-8")
     return len(words)

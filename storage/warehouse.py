@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from quijote.errors import QuijoteError, first_line
 from storage.cells import build_cells
 from storage.paths import warehouse_path
-from storage.vectors import read_vectors, unit_rows
+from storage.vectors import read_vectors, unit_rows, vector_array
 
 LOCK_WAIT_S = 5.0  # how long a reader waits for another process's lock on the database file
 WRITE_WAIT_S = 60.0  # how long a run waits to register (other writers, readers' open queries)
@@ -337,24 +337,19 @@ def _current_tables(words: list[str], vectors: np.ndarray, index_min_words: int)
     cell = built.cell if built else np.zeros(len(words), np.int32)
     centroids = built.centroids if built else unit_rows(vectors.sum(0, keepdims=True))
     order = np.argsort(cell, kind="stable")
-    dim = vectors.shape[1]
     return _Current(
         vectors=pa.table(
             {
                 "cell": cell[order],
                 "word": pa.array(words).take(order),
-                "vector": _arrays(vectors[order], dim),
+                "vector": vector_array(vectors[order]),
             }
         ),
         cells=pa.table(
-            {"cell": np.arange(len(centroids), dtype=np.int32), "centroid": _arrays(centroids, dim)}
+            {"cell": np.arange(len(centroids), dtype=np.int32), "centroid": vector_array(centroids)}
         ),
         default="approx" if indexed else "exact",
     )
-
-
-def _arrays(matrix: np.ndarray, dim: int) -> pa.FixedSizeListArray:
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), dim)
 
 
 def _make_current(conn: duckdb.DuckDBPyConnection, current: _Current, dim: int) -> None:

@@ -22,7 +22,7 @@ from storage import warehouse
 from storage.files import temporary_directory, write_json
 from storage.paths import run_classifier_dir, runs_dir
 from storage.stages import StageOutput, Stages, shards, total
-from storage.vectors import write_word2vec
+from storage.vectors import read_vectors, write_word2vec
 from tasks.gate import Verdict
 
 LIBRARIES = ("torch", "prefect", "duckdb", "pyarrow", "numpy")
@@ -199,7 +199,7 @@ def publish_task(
     )
     with temporary_directory(runs_dir(), run_id) as work:
         _link_stages(work / "stages", stages)
-        write_word2vec(vectors_path, work / "vectors.txt")
+        write_word2vec(*read_vectors(vectors_path), work / "vectors.txt")
         write_json(work / "manifest.json", summary.to_json())
         # Registered before the rename: a run directory under its final name is always a
         # registered run. A failed registration (the warehouse busy past its wait) leaves no

@@ -14,7 +14,6 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -22,10 +21,10 @@ from models.sgns_kernel import KernelTrainer
 from models.skipgram import Batch, Block, Position, Trainer, resolve_device, train_sgns
 from quijote.params import Params
 from storage.checkpoints import Checkpoint
-from storage.files import file_sha256, mapped_ahead, read_row_groups, write_parquet
+from storage.files import file_sha256, mapped_ahead, read_row_groups
 from storage.schemas import PAIRS
-from storage.schemas import vectors as vectors_schema
 from storage.stages import StageOutput, run_stage, stage_key
+from storage.vectors import write_vectors
 from tasks.negatives import NegativeSampler
 from tasks.pairs import epoch_pairs
 from tasks.progress import progress_bar
@@ -148,13 +147,6 @@ def heldout_batch(pairs: pa.Table, sampler: NegativeSampler) -> Batch:
     return center, context, sampler.heldout(len(center))
 
 
-def to_vectors_table(words: pa.Array, vectors: np.ndarray) -> pa.Table:
-    dim = vectors.shape[1]
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-    column = pa.FixedSizeListArray.from_arrays(flat, dim)
-    return pa.table([words, column], schema=vectors_schema(dim))
-
-
 @stage_task("train")
 def train_task(
     vocab: StageOutput,
@@ -211,8 +203,7 @@ def train_task(
                 trainer, epoch_blocks, params.epochs, total, report,
                 heldout_batch(heldout, sampler), start, checkpoint.save, params.checkpoint_seconds,
             )  # fmt: skip
-        table = to_vectors_table(words, result.vectors)
-        write_parquet(out / "vectors.parquet", table.schema, table.to_batches())
+        write_vectors(words, result.vectors, out / "vectors.parquet")
         heldout_set = hashlib.sha256("".join(map(file_sha256, heldout_files)).encode())
         meta = {
             "loss_per_epoch": result.loss_per_epoch,

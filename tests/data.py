@@ -15,6 +15,7 @@ import pyarrow.csv as pacsv
 
 from storage import schemas
 from storage.files import write_parquet
+from storage.vectors import write_vectors
 from storage.warehouse import RunRecord
 
 if TYPE_CHECKING:
@@ -58,12 +59,7 @@ def make_run(directory: Path, run_id: str, words: list[str], vectors: np.ndarray
         schemas.VOCAB,
         [pa.record_batch([ids, pa.array(words), counts], schema=schemas.VOCAB)],
     )
-    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim)
-    write_parquet(
-        vectors_path,
-        schemas.vectors(dim),
-        [pa.record_batch([pa.array(words), column], schema=schemas.vectors(dim))],
-    )
+    write_vectors(words, vectors, vectors_path)
     return RunRecord(
         run_id=run_id,
         started_at=datetime(2024, 4, 23, 10, 0, tzinfo=UTC),

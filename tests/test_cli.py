@@ -11,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
 from models.skipgram import NVIDIA_DRIVER
 from storage import warehouse
+from storage.vectors import read_vectors
 from tasks.gate import Verdict
 from tasks.publish import StageRun
 from tests.commands import QUIJOTE_BIN, assert_one_line_error, cli_env, no_leftovers, quijote
@@ -355,6 +357,8 @@ def test_the_run_summary_keeps_each_item_on_one_line_in_a_file(home: Path) -> No
 
 
 def test_export_formats(published: Path, tmp_path: Path) -> None:
+    for stage_file in (published / "stages").rglob("*.parquet"):
+        stage_file.unlink()  # the warehouse holds the run's vectors: a lone copy of it exports
     text = tmp_path / "w2v.txt"
     assert quijote(published, "export", "--format", "word2vec", "--out", str(text)).returncode == 0
     assert KeyedVectors.load_word2vec_format(str(text)).index_to_key == WORDS
@@ -365,6 +369,12 @@ def test_export_formats(published: Path, tmp_path: Path) -> None:
     )
     assert (projector / "metadata.tsv").read_text().split() == WORDS
     assert len((projector / "vectors.tsv").read_text().splitlines()) == len(WORDS)
+    parquet = tmp_path / "v.parquet"
+    assert (
+        quijote(published, "export", "--format", "parquet", "--out", str(parquet)).returncode == 0
+    )
+    words, vectors = read_vectors(parquet)
+    assert words == WORDS and np.array_equal(vectors, VECTORS)
     assert_one_line_error(quijote(published, "export", "--format", "pdf"), "unknown format")
     unusable = quijote(published, "export", "--format", "projector", "--out", str(text))
     assert_one_line_error(unusable, "w2v.txt is not a directory")

@@ -93,7 +93,7 @@ def test_word2vec_export_round_trip_through_gensim(prefect_api, home: Path, corp
     quijote_embeddings((corpus,), SMALL, labelled=None)
     run = warehouse.current_run()
     out = home / "vectors.txt"
-    write_word2vec(Path(run["vectors_path"]), out)
+    write_word2vec(*read_vectors(Path(run["vectors_path"])), out)
     loaded = KeyedVectors.load_word2vec_format(str(out), binary=False)
     words, vectors = read_vectors(Path(run["vectors_path"]))
     assert loaded.index_to_key == words

@@ -10,7 +10,7 @@ from models.skipgram_torch import host_blocks
 from quijote.params import Params
 from storage.schemas import PAIRS
 from storage.vectors import read_vectors
-from tasks.train import from_row, pair_blocks, row_groups, to_vectors_table
+from tasks.train import from_row, pair_blocks, row_groups
 from tests.data import quijote_slice
 
 
@@ -69,10 +69,3 @@ def test_torch_device_trains_the_gpu_code_on_the_cpu(home: Path, tmp_path: Path)
     assert trained.meta["loss_per_epoch"][1] < trained.meta["loss_per_epoch"][0]
     _, vectors = read_vectors(trained.file("vectors.parquet"))
     assert np.isfinite(vectors).all()
-
-
-def test_vectors_table_round_trip() -> None:
-    vectors = np.arange(6, dtype=np.float32).reshape(3, 2)
-    table = to_vectors_table(pa.array(["a", "b", "c"]), vectors)
-    assert table.schema.field("vector").type == pa.list_(pa.float32(), 2)
-    assert table["vector"].to_pylist() == vectors.tolist()

@@ -9,30 +9,34 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from gensim.models import KeyedVectors
 
-from storage.vectors import number_lines, write_projector, write_word2vec
-from tasks.train import to_vectors_table
+from storage.vectors import (
+    number_lines,
+    read_vectors,
+    write_projector,
+    write_vectors,
+    write_word2vec,
+)
 
 ODD = [0.0, -0.0, 1e-10, -2.25e-5, 3.0, 1.5e20, 123456.7, 0.1]
 
 
-def vectors_parquet(tmp_path: Path, words: list[str], matrix: np.ndarray) -> Path:
-    path = tmp_path / "vectors.parquet"
-    pq.write_table(to_vectors_table(pa.array(words), matrix), path)
-    return path
-
-
-def test_word2vec_and_projector_read_back_exactly(tmp_path: Path) -> None:
+def test_the_parquet_word2vec_and_projector_files_read_back_exactly(tmp_path: Path) -> None:
     matrix = np.random.default_rng(0).normal(0, 0.3, (7, len(ODD))).astype(np.float32)
     matrix[3] = ODD
     words = ["señor", "año", "qué", "a", "b", "c", "d"]
-    source = vectors_parquet(tmp_path, words, matrix)
+    assert write_vectors(pa.array(words), matrix, tmp_path / "v.parquet") == len(words)
+    vector_type = pq.read_schema(tmp_path / "v.parquet").field("vector").type
+    assert vector_type == pa.list_(pa.float32(), len(ODD))
+    read_words, read_matrix = read_vectors(tmp_path / "v.parquet")
+    assert read_words == words
+    np.testing.assert_array_equal(read_matrix, matrix)
 
-    assert write_word2vec(source, tmp_path / "v.txt") == len(words)
+    assert write_word2vec(words, matrix, tmp_path / "v.txt") == len(words)
     loaded = KeyedVectors.load_word2vec_format(str(tmp_path / "v.txt"))
     assert loaded.index_to_key == words
     np.testing.assert_array_equal(loaded.vectors, matrix)
 
-    write_projector(source, tmp_path / "projector")
+    write_projector(words, matrix, tmp_path / "projector")
     tsv = np.loadtxt(tmp_path / "projector" / "vectors.tsv", delimiter="\t", dtype=np.float32)
     np.testing.assert_array_equal(tsv, matrix)
     assert (tmp_path / "projector" / "metadata.tsv").read_text().split() == words
