@@ -31,16 +31,24 @@ def _current_run(instead: str) -> dict:
 
 
 def _current_model() -> Path:
+    """The current run's classifier folder; an error telling a run that trained none (its
+    metrics have no classifier) from one whose model files are not on disk."""
     from storage.paths import run_classifier_dir
 
     run = _current_run("or pass --model DIR")
     model = run_classifier_dir(run["run_id"])
-    if not model.is_dir():
+    if model.is_dir():
+        return model
+    if "classifier" in run["metrics"]:
         raise QuijoteError(
-            f"the current run {run['run_id']} has no classifier (it ran without labelled "
-            "data): pass --model DIR"
+            f"the current run {run['run_id']} trained a classifier, but its model folder "
+            f"{model} is missing (was the warehouse copied without the runs/ and stages/ "
+            "folders beside it?): pass --model DIR"
         )
-    return model
+    raise QuijoteError(
+        f"the current run {run['run_id']} has no classifier (it ran without labelled "
+        "data): pass --model DIR"
+    )
 
 
 def _vectors_file(name: str | None) -> Path:

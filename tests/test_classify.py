@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -470,6 +471,22 @@ def test_cli_predict_defaults_to_the_current_runs_classifier(
     assert result.exit_code == 0, result.output
     predicted = pacsv.read_csv(tmp_path / "p.csv")["label"].to_pylist()
     assert predicted == model.predict(texts)[0]
+
+
+def test_cli_predict_tells_a_missing_model_from_a_run_without_classifier(
+    dataset: Path, tmp_path: Path, home: Path
+) -> None:
+    run = make_run(home / "stages", "run-1", WORDS, VECTORS)
+    rows = [{"mode": "finetune", "accuracy": 0.9, "macro_f1": 0.9}]
+    warehouse.register_run(replace(run, metrics={**run.metrics, "classifier": rows}))
+    predict = ["predict", "--data", str(dataset), "--text-column", "texto"]
+    result = CliRunner().invoke(classify_app, [*predict, "--out", str(tmp_path / "p.csv")])
+    assert isinstance(result.exception, QuijoteError)
+    assert str(result.exception).startswith(
+        f"the current run run-1 trained a classifier, but its model folder "
+        f"{run_classifier_dir('run-1')} is missing"
+    )
+    assert not (tmp_path / "p.csv").exists()
 
 
 @pytest.mark.parametrize(
