@@ -9,6 +9,7 @@ import gzip
 import io
 import logging
 import lzma
+import re
 import tracemalloc
 import unicodedata
 import zipfile
@@ -17,9 +18,12 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from backports import zstd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quijote.errors import QuijoteError
 from tasks import sources
@@ -329,6 +333,61 @@ def test_csv_and_tsv_text_column(tmp_path: Path) -> None:
     broken = write(tmp_path / "b.csv", b"id,texto\n1,uno\n2,dos,tres\n")
     with pytest.raises(QuijoteError, match=r"^cannot read b\.csv: "):
         read(broken, "texto")
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        (b'a,b\n1,5 " pulgadas\n2,"x""y"\n', ['5 " pulgadas\n\nx"y']),  # a quote mid-field
+        (b'a,b\n1,"dos\nlineas"\n2,"ab"cd"\n', ['dos\nlineas\n\nabcd"']),  # text after one
+        (b'a,b\n1,""\n2,"fin"', ["fin"]),  # the last byte closes a quote
+        (b'a,b\n1,"fin"""', ['fin"']),
+    ],
+)
+def test_csv_quotes_as_arrow_reads_them(tmp_path: Path, table: bytes, expected: list[str]) -> None:
+    assert read(write(tmp_path / "a.csv", table), "b") == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "table", "line"),
+    [
+        ("a.csv", b'a,b\n1,"hola mundo\n2,adios amigo\n3,otra vez\n', 2),  # the audit's file
+        ("a.csv", b'a,b\r\n1,"uno\r\ndos"\r\n2,tres\r\n3,"cuatro ""y""\r\ncinco', 5),
+        ("a.csv", b'a,b\n1,"fin""', 2),  # an escaped quote does not close it
+        ("a.tsv.gz", gzip.compress(b'a\tb\n1\tuno\n2\t"dos\n'), 3),
+    ],
+)
+def test_an_unclosed_quote_is_one_line(tmp_path: Path, name: str, table: bytes, line: int) -> None:
+    message = f"^unclosed quote in {re.escape(name)} from line {line}: end the quoted field"
+    with pytest.raises(QuijoteError, match=message):
+        read(write(tmp_path / name, table), "b")
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.lists(st.sampled_from(['"', '""', ",", "\n", "\r\n", "\r", "a", " "])).map("".join))
+def test_quotes_are_followed_as_arrow_parses_them_in_any_blocks(body: str) -> None:
+    data = body.encode()
+    verdicts = set()
+    for block in (1, 2, 3, len(data) + 1):
+        tracker = sources._QuoteTracker(io.BytesIO(data), "x", ",")
+        try:
+            while tracker.read(block):
+                pass
+            verdicts.add(None)
+        except QuijoteError:
+            verdicts.add(tracker.quote_line)
+    assert len(verdicts) == 1  # the same wherever the blocks end
+    # Arrow's own answer: a line after the file is a row of its own unless a quote is open
+    rows = pacsv.read_csv(
+        io.BytesIO(b"a\n" + data + b"\nEND\n"),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip),
+        convert_options=pacsv.ConvertOptions(column_types={"a": pa.string()}),
+    )
+    assert (verdicts == {None}) == ("END" in rows["a"].to_pylist())
+
+
+def skip(row: object) -> str:
+    return "skip"
 
 
 def test_parquet_text_column(tmp_path: Path) -> None:
