@@ -5,6 +5,10 @@ from __future__ import annotations
 import random
 import re
 import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -183,3 +187,27 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_HOLD = (
+    "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == 'read'); "
+    "print('open', flush=True); time.sleep(float(sys.argv[3]))"
+)
+
+
+@contextmanager
+def warehouse_held(db: Path, mode: str, seconds: float) -> Iterator[subprocess.Popen]:
+    """Another process holding the warehouse `db` open for `seconds`, as a run does ("write")
+    or as `quijote sql` does while its query runs ("read"): yielded once it holds it, stopped
+    at the end of the block."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(db), mode, str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,13 +19,9 @@ from storage.paths import runs_dir, warehouse_path
 from storage.stages import StageOutput, Stages
 from tasks.gate import Verdict
 from tasks.publish import RunSummary, publish_task
-from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run
+from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run, warehouse_held
 
 # What `quijote sql` holds while its query runs: a read-only connection, which keeps a writer out.
-HOLD_READ = (
-    "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
-    "print('open', flush=True); time.sleep(float(sys.argv[2]))"
-)
 RUN_ID = "20261202T073837-9bdbca"
 
 
@@ -112,18 +106,11 @@ def test_a_busy_warehouse_is_one_clear_line_and_leaves_no_run_directory(
     stages: Stages, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(warehouse, "WRITE_WAIT_S", 0.5)
-    reader = subprocess.Popen(
-        [sys.executable, "-c", HOLD_READ, str(warehouse_path()), "30"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert reader.stdout is not None and reader.stdout.readline() == "open\n"
-        with pytest.raises(QuijoteError) as raised:
-            publish(stages)
-    finally:
-        reader.kill()
-        reader.wait(timeout=10)
+    with (
+        warehouse_held(warehouse_path(), "read", 30) as reader,
+        pytest.raises(QuijoteError) as raised,
+    ):
+        publish(stages)
     assert str(raised.value) == (
         f"the warehouse is busy: another process (pid {reader.pid}) has it open (a query or a "
         "run); try again when it ends"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -15,14 +13,7 @@ from quijote.errors import QuijoteError
 from storage import queries, warehouse
 from storage.paths import warehouse_path
 from storage.warehouse import RunRecord
-from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run
-
-HOLD_LOCK = (  # a writer in another process: argv = database, seconds to hold it
-    "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-    "print('locked', flush=True); time.sleep(float(sys.argv[2]))"
-)
-# A reader, as `quijote sql` is while its query runs: it keeps a writer out as well.
-HOLD_READ = HOLD_LOCK.replace("connect(sys.argv[1])", "connect(sys.argv[1], read_only=True)")
+from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run, warehouse_held
 
 
 @pytest.fixture
@@ -263,13 +254,7 @@ def test_read_only_connections_can_be_open_together(run: RunRecord):
 
 
 def test_readers_wait_for_a_writer_then_fail_clearly(run: RunRecord, monkeypatch):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(warehouse_path()), "0.8"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    with warehouse_held(warehouse_path(), "write", 0.8) as holder:
         monkeypatch.setattr(warehouse, "LOCK_WAIT_S", 0.2)
         with pytest.raises(QuijoteError) as raised:
             warehouse.connect_read_only()
@@ -279,18 +264,10 @@ def test_readers_wait_for_a_writer_then_fail_clearly(run: RunRecord, monkeypatch
         )
         monkeypatch.setattr(warehouse, "LOCK_WAIT_S", 10.0)
         assert warehouse.neighbors("rey", 1)[0][0] == "niño"
-    finally:
-        holder.wait(timeout=10)
 
 
 def test_a_writer_waits_for_an_open_query_then_fails_clearly(run: RunRecord, monkeypatch):
-    query = subprocess.Popen(
-        [sys.executable, "-c", HOLD_READ, str(warehouse_path()), "0.8"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert query.stdout is not None and query.stdout.readline() == "locked\n"
+    with warehouse_held(warehouse_path(), "read", 0.8) as query:
         monkeypatch.setattr(warehouse, "WRITE_WAIT_S", 0.2)
         with pytest.raises(QuijoteError) as raised:
             warehouse.register_run(run, "kept")
@@ -303,8 +280,6 @@ def test_a_writer_waits_for_an_open_query_then_fails_clearly(run: RunRecord, mon
         monkeypatch.setattr(warehouse, "WRITE_WAIT_S", 10.0)
         warehouse.register_run(run, "kept")  # once the query has ended
         assert runs_table() == [("run-1", "current", True)]  # a current run stays current
-    finally:
-        query.wait(timeout=10)
 
 
 def test_classifier_metrics_per_run_and_mode_come_with_the_run(home: Path, run: RunRecord):
