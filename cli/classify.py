@@ -4,11 +4,14 @@ table, starting from skip-gram vectors, and predict labels with it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from quijote.errors import QuijoteError
+
+if TYPE_CHECKING:
+    from storage.vectors import Vectors
 
 classify_app = typer.Typer(
     help="Text classifier on top of the word vectors.",
@@ -51,18 +54,19 @@ def _current_model() -> Path:
     )
 
 
-def _vectors_file(name: str | None) -> Path:
-    """--vectors: a file, else a run id in the warehouse; the current run's when not given."""
+def _vectors(name: str | None) -> tuple[str, Vectors]:
+    """--vectors: a file, else a run id in the warehouse (read from the warehouse's own copy);
+    the current run's when not given. Returns where they came from, and the vectors."""
     from storage import warehouse
+    from storage.vectors import read_vectors_file
 
     if name is not None and Path(name).is_file():
-        return Path(name)
+        return name, read_vectors_file(Path(name))
     if name is None:
-        return Path(_current_run("or pass --vectors FILE (or --vectors none)")["vectors_path"])
-    run = warehouse.find_run(name)
-    if run is None:
+        run = _current_run("or pass --vectors FILE (or --vectors none)")
+    elif (run := warehouse.find_run(name)) is None:
         raise QuijoteError(f"--vectors {name}: neither a file nor a run id in the warehouse")
-    return Path(run["vectors_path"])
+    return f"run {run['run_id']}", warehouse.run_vectors(run["run_id"])
 
 
 @classify_app.command()
@@ -90,7 +94,6 @@ def train(
     """Train on a stratified 80 % of the rows, print accuracy and macro-F1 on the other 20 %,
     save the model."""
     from storage.paths import data_home
-    from storage.vectors import read_vectors_file
     from tasks.classify import ClassifyParams, fit_and_evaluate, read_labelled
 
     if freeze and random_init:
@@ -99,13 +102,12 @@ def train(
     if freeze and no_vectors:
         raise QuijoteError("--freeze needs vectors: give --vectors FILE")
     mode = "random" if no_vectors else "frozen" if freeze else "finetune"
-    vectors_path = None if no_vectors else _vectors_file(vectors)
+    origin, word_vectors = (None, None) if no_vectors else _vectors(vectors)
     params = ClassifyParams(mode=mode, seed=seed)
     texts, labels = read_labelled(data, text_column, label_column)
-    word_vectors = read_vectors_file(vectors_path) if vectors_path else None
     target = model or data_home() / "classifier"
     source = {
-        "vectors": str(vectors_path) if vectors_path else None,
+        "vectors": origin,
         "text_column": text_column,
         "label_column": label_column,
     }

@@ -492,13 +492,13 @@ def evaluate(
                 f"no run {run_id!r} in the warehouse" if run_id
                 else "no current run in the warehouse: run `quijote run` or give --vectors FILE"
             )  # fmt: skip
-        run_id, vectors = row["run_id"], Path(row["vectors_path"])
+        run_id = row["run_id"]
     started = time.perf_counter()
-    words, matrix = read_vectors_file(vectors)
+    words, matrix = warehouse.run_vectors(run_id) if vectors is None else read_vectors_file(vectors)
     rows = evaluation.score_rows(evaluation.evaluate(words, matrix, benchmarks, limit))
     seconds = round(time.perf_counter() - started, 3)
     if as_json:
-        print(json.dumps({"run_id": run_id, "vectors": str(vectors), "seconds": seconds,
+        print(json.dumps({"run_id": run_id, "vectors": vectors and str(vectors), "seconds": seconds,
                           "scores": rows}, ensure_ascii=False))  # fmt: skip
         return
     header, lines = evaluation.score_table(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -445,16 +446,19 @@ def test_cli_train_then_predict(
 def test_cli_train_defaults_to_the_current_runs_vectors(dataset: Path, home: Path) -> None:
     warehouse.register_run(make_run(home / "stages", "run-1", WORDS, VECTORS))
     warehouse.register_run(make_run(home / "stages", "run-2", WORDS, VECTORS * 2), "kept")
+    shutil.rmtree(home / "stages")  # the warehouse's own copy is what is read
     args = ["--data", str(dataset), "--text-column", "texto", "--label-column", "tema"]
     result = CliRunner().invoke(classify_app, ["train", *args, "--freeze"])
     assert result.exit_code == 0, result.output
     model = TextClassifier.load(home / "classifier")
-    assert model.settings["vectors"] == str(home / "stages" / "run-1" / "vectors.parquet")
+    assert model.settings["vectors"] == "run run-1"
     assert (model.settings["mode"], model.settings["dim"]) == ("frozen", 3)
+    weight = model.module.embedding.weight.detach().numpy()
+    assert np.array_equal(weight[model.index["rey"]], VECTORS[WORDS.index("rey")])
     result = CliRunner().invoke(classify_app, ["train", *args, "--vectors", "run-2"])
     assert result.exit_code == 0, result.output
     model = TextClassifier.load(home / "classifier")
-    assert model.settings["vectors"] == str(home / "stages" / "run-2" / "vectors.parquet")
+    assert model.settings["vectors"] == "run run-2"
 
 
 def test_cli_predict_defaults_to_the_current_runs_classifier(

@@ -3,6 +3,7 @@ hand-computed values and gensim's evaluate_word_pairs / evaluate_word_analogies;
 evaluate` and its one-line errors."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,9 @@ def test_evaluate_the_current_run_a_run_by_id_or_a_file(home: Path, tmp_path: Pa
     questions = write(tmp_path / "q.txt", ": s\nhombre rey mujer reina\n")
     sim = write(tmp_path / "s.txt", "rey reina 3\nhombre mujer 2\nrey niño 1\n")
     args = ["--similarity", str(sim), "--analogies", str(questions)]
+    model = tmp_path / "v.parquet"
+    model.write_bytes(Path(warehouse.current_run()["vectors_path"]).read_bytes())
+    shutil.rmtree(home / "stages")  # a run's vectors are read from the warehouse's own copy
     shown = quijote(home, "evaluate", *args)
     assert shown.returncode == 0, shown.stderr
     assert "3cosadd" in shown.stdout and "3 / 3" in shown.stdout and "run-1" in shown.stdout
@@ -205,8 +209,6 @@ def test_evaluate_the_current_run_a_run_by_id_or_a_file(home: Path, tmp_path: Pa
         result["scores"]
     )
     assert_one_line_error(quijote(home, "evaluate", "--run", "run-9", *args), "no run 'run-9'")
-    model = tmp_path / "v.parquet"
-    model.write_bytes(Path(warehouse.current_run()["vectors_path"]).read_bytes())
     by_file = json.loads(quijote(home, "evaluate", "--vectors", str(model), "--json", *args).stdout)
     assert by_file["scores"] == result["scores"] and by_file["run_id"] is None
 
