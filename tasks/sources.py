@@ -24,6 +24,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -43,6 +44,7 @@ DOCUMENT_CHARS = 1 << 24  # a novel is one document; a dump is cut into document
 BLOCK_BYTES = 1 << 20  # read at a time
 MAX_RECORD_BYTES = 1 << 26  # a longer JSON line or CSV header is refused
 Opener = Callable[[], BinaryIO]
+_CHECKING = ContextVar("checking", default=False)  # check() reads quietly: the real read warns
 
 DECOMPRESSORS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
     ".gz": lambda raw: gzip.GzipFile(fileobj=raw),
@@ -145,8 +147,12 @@ def documents(path: Path, source: str, reading: Reading) -> Iterator[str]:
 def check(path: Path, source: str, reading: Reading) -> None:
     """Read the corpus file at `path` up to its first text: a file that cannot be read as
     asked (corrupt, binary, without the text field, not a MediaWiki dump) fails now."""
-    with closing(texts(path.name, partial(path.open, "rb"), source, reading)) as found:
-        next(found)
+    checking = _CHECKING.set(True)
+    try:
+        with closing(texts(path.name, partial(path.open, "rb"), source, reading)) as found:
+            next(found)
+    finally:
+        _CHECKING.reset(checking)
 
 
 def texts(name: str, open_raw: Opener, source: str, reading: Reading) -> Iterator[str]:
@@ -286,12 +292,13 @@ class _Utf8OrCp1252:
         try:
             text = self.utf8.decode(data, final)
         except UnicodeDecodeError as error:
-            logger.warning(
-                "%s is not valid UTF-8 (first bad byte at offset %d); decoding it from there "
-                "as Windows-1252",
-                self.source,
-                self.offset - len(pending) + error.start,
-            )
+            if not _CHECKING.get():
+                logger.warning(
+                    "%s is not valid UTF-8 (first bad byte at offset %d); decoding it from "
+                    "there as Windows-1252",
+                    self.source,
+                    self.offset - len(pending) + error.start,
+                )
             self.utf8 = None
             data = pending + data
             return data[: error.start].decode("utf-8") + self.decode(data[error.start :], final)
