@@ -1,14 +1,17 @@
 """Labelled tables: where they are (a path, or a path inside the corpus mirror) and the named
 columns of a CSV or Parquet file, with one clear error for a file that is missing, unreadable,
-not UTF-8 or without the column."""
+not UTF-8, without the column or with a quote left open; and the quote tracking that the CSV
+readers (here and the corpus's) share."""
 
 from __future__ import annotations
 
+import codecs
 import csv
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -60,8 +63,7 @@ def read_columns(path: Path, columns: Sequence[str]) -> dict[str, list[Any]]:
         if _is_parquet(path):
             table = pq.read_table(path, columns=list(columns))
         else:
-            only = pacsv.ConvertOptions(include_columns=list(columns))
-            table = pacsv.read_csv(path, _CSV_READ, _CSV_PARSE, only)
+            table = _read_csv(path, columns)
     except (pa.ArrowException, OSError) as error:
         raise QuijoteError(f"cannot read {path}: {first_line(error)}") from None
     for column in columns:
@@ -85,6 +87,18 @@ def check_columns(path: Path, columns: Sequence[str]) -> None:
             raise QuijoteError(f"no column {column!r} in {path}; its columns: {shown}{more}")
 
 
+def _read_csv(path: Path, columns: Sequence[str]) -> pa.Table:
+    """The named columns of a CSV file; a quoted value still open at its end is an error (Arrow
+    would take the rest of the file as that value)."""
+    only = pacsv.ConvertOptions(include_columns=list(columns))
+    with path.open("rb") as raw:
+        if raw.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
+            raw.seek(0)
+        return pacsv.read_csv(
+            QuoteTracker(raw, str(path), ",", line=1), _CSV_READ, _CSV_PARSE, only
+        )
+
+
 def _is_parquet(path: Path) -> bool:
     return path.suffix.lower() == ".parquet"
 
@@ -95,3 +109,70 @@ def _csv_header(path: Path) -> list[str]:
     every column first."""
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
         return next(csv.reader(f), [])
+
+
+_QUOTED_TEXT = re.compile(rb'[^"]*+(?:""[^"]*+)*+')  # a quoted value up to its closing quote
+
+
+class QuoteTracker:
+    """A CSV file's bytes from `line` on, handed on to Arrow, its quoted values followed
+    as Arrow parses them: a quote opens a value only at a field's start, the next quote not
+    doubled closes it (the rest of the field up to a delimiter or line end is unquoted). The
+    end of the file inside a quoted value is an error: Arrow would take the rest of the file
+    as that value. A block costs a few regular-expression scans, not Python work per field."""
+
+    def __init__(self, stream: BinaryIO, source: str, delimiter: str, line: int) -> None:
+        self.stream, self.source = stream, source
+        sep = re.escape(delimiter).encode()
+        end, rest = b"[%s\r\n]" % sep, b"[^%s\r\n]*+" % sep
+        quoted = b'"' + _QUOTED_TEXT.pattern + b'"' + rest
+        unquoted = b'[^"%s\r\n]' % sep + rest
+        self.fields = re.compile(b"(?:(?:%s|%s)?+%s)*+" % (quoted, unquoted, end))  # each ended
+        self.field_end = re.compile(end)
+        self.separators = (delimiter.encode(), b"\n", b"\r")
+        self.line = line  # the file's line at the start of the next block
+        self.inside = False  # in a quoted value
+        self.quote_line = 0  # the line where the last quoted value began
+        self.field_start = True  # the next byte starts a field
+        self.after_quote = False  # the last byte was a closing quote (or half of a `""`)
+
+    @property
+    def closed(self) -> bool:  # Arrow reads a Python file while it is open
+        return self.stream.closed
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        if not data and size and self.inside:
+            raise QuijoteError(
+                f"unclosed quote in {self.source} from line {self.quote_line}: end the quoted "
+                'field with " (and write a " inside it as "")'
+            )
+        at, end = 0, len(data)
+        if data and self.after_quote:
+            self.after_quote = False
+            if data[0] == ord('"'):  # `""` across two blocks: the same value goes on
+                self.inside, at = True, 1
+        while at < end:
+            if self.inside:
+                close = _QUOTED_TEXT.match(data, at).end()  # at its closing quote, or the end
+                if close == end:
+                    break
+                at = close + 1
+                self.inside, self.field_start, self.after_quote = False, False, at == end
+            elif data.find(b'"', at) < 0:  # no quote left: only how the block ends matters
+                self.field_start = data[-1:] in self.separators
+                break
+            elif not self.field_start:  # in a field: on from its end
+                field_end = self.field_end.search(data, at)
+                if field_end is None:
+                    break
+                at, self.field_start = field_end.end(), True
+            else:
+                at = self.fields.match(data, at).end()  # past the fields this block ends
+                if at < end:  # a field that does not end in this block
+                    self.field_start = False
+                    if data[at] == ord('"'):
+                        self.quote_line = self.line + data.count(b"\n", 0, at)
+                        self.inside, at = True, at + 1
+        self.line += data.count(b"\n")
+        return data

@@ -37,6 +37,7 @@ import regex
 from backports import zstd  # Python 3.14's compression.zstd
 
 from quijote.errors import QuijoteError, first_line
+from storage.tables import QuoteTracker
 
 logger = logging.getLogger(__name__)
 
@@ -362,80 +363,13 @@ def _csv(stream: BinaryIO, source: str, reading: Reading, delimiter: str) -> Ite
     if field not in names:
         raise _no_field("column", field, source, names)
     reader = pacsv.open_csv(
-        _QuoteTracker(stream, source, delimiter),
+        QuoteTracker(stream, source, delimiter, line=2),
         pacsv.ReadOptions(column_names=names, block_size=1 << 24),
         pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
         pacsv.ConvertOptions(include_columns=[field], column_types={field: pa.large_string()}),
     )
     for batch in reader:
         yield from (text for text in batch.column(0).to_pylist() if text)
-
-
-_QUOTED_TEXT = re.compile(rb'[^"]*+(?:""[^"]*+)*+')  # a quoted value up to its closing quote
-
-
-class _QuoteTracker:
-    """A CSV file's bytes after its header row, handed on to Arrow, its quoted values followed
-    as Arrow parses them: a quote opens a value only at a field's start, the next quote not
-    doubled closes it (the rest of the field up to a delimiter or line end is unquoted). The
-    end of the file inside a quoted value is an error: Arrow would take the rest of the file
-    as that value. A block costs a few regular-expression scans, not Python work per field."""
-
-    def __init__(self, stream: BinaryIO, source: str, delimiter: str) -> None:
-        self.stream, self.source = stream, source
-        sep = re.escape(delimiter).encode()
-        end, rest = b"[%s\r\n]" % sep, b"[^%s\r\n]*+" % sep
-        quoted = b'"' + _QUOTED_TEXT.pattern + b'"' + rest
-        unquoted = b'[^"%s\r\n]' % sep + rest
-        self.fields = re.compile(b"(?:(?:%s|%s)?+%s)*+" % (quoted, unquoted, end))  # each ended
-        self.field_end = re.compile(end)
-        self.separators = (delimiter.encode(), b"\n", b"\r")
-        self.line = 2  # the file's line at the start of the next block (line 1: the header)
-        self.inside = False  # in a quoted value
-        self.quote_line = 0  # the line where the last quoted value began
-        self.field_start = True  # the next byte starts a field
-        self.after_quote = False  # the last byte was a closing quote (or half of a `""`)
-
-    @property
-    def closed(self) -> bool:  # Arrow reads a Python file while it is open
-        return self.stream.closed
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        if not data and size and self.inside:
-            raise QuijoteError(
-                f"unclosed quote in {self.source} from line {self.quote_line}: end the quoted "
-                'field with " (and write a " inside it as "")'
-            )
-        at, end = 0, len(data)
-        if data and self.after_quote:
-            self.after_quote = False
-            if data[0] == ord('"'):  # `""` across two blocks: the same value goes on
-                self.inside, at = True, 1
-        while at < end:
-            if self.inside:
-                close = _QUOTED_TEXT.match(data, at).end()  # at its closing quote, or the end
-                if close == end:
-                    break
-                at = close + 1
-                self.inside, self.field_start, self.after_quote = False, False, at == end
-            elif data.find(b'"', at) < 0:  # no quote left: only how the block ends matters
-                self.field_start = data[-1:] in self.separators
-                break
-            elif not self.field_start:  # in a field: on from its end
-                field_end = self.field_end.search(data, at)
-                if field_end is None:
-                    break
-                at, self.field_start = field_end.end(), True
-            else:
-                at = self.fields.match(data, at).end()  # past the fields this block ends
-                if at < end:  # a field that does not end in this block
-                    self.field_start = False
-                    if data[at] == ord('"'):
-                        self.quote_line = self.line + data.count(b"\n", 0, at)
-                        self.inside, at = True, at + 1
-        self.line += data.count(b"\n")
-        return data
 
 
 def _parquet(stream: BinaryIO, source: str, reading: Reading) -> Iterator[str]:

@@ -317,6 +317,17 @@ def test_quoted_multiline_fields_are_read(tmp_path: Path) -> None:
     assert data["tema"] == ["a", "b"]
 
 
+@pytest.mark.parametrize("bom", ["", "\ufeff"])
+def test_an_unclosed_quote_in_a_labelled_table_is_one_line(tmp_path: Path, bom: str) -> None:
+    path = tmp_path / "news.csv"
+    header = f'{bom}"texto, con coma","te\nma"\n'
+    path.write_text(header + 'uno,a\n"dos,b\ntres,c\n', encoding="utf-8")
+    with pytest.raises(QuijoteError, match=r"^unclosed quote in .*news\.csv from line 4: "):
+        read_columns(path, ["texto, con coma", "te\nma"])
+    path.write_text(header + 'uno,a\n"dos",b\n', encoding="utf-8")
+    assert read_columns(path, ["te\nma"]) == {"te\nma": ["a", "b"]}
+
+
 def test_the_labelled_corpus_is_read_with_its_multiline_texts() -> None:
     texts, labels = read_labelled(
         CORPORA / "labelled" / "spanish_fake_news_v1_train.csv", "Text", "Topic"
@@ -378,7 +389,7 @@ def test_bad_tables_fail_with_one_line(
     ("content", "message"),
     [
         (None, "no such file"),
-        (b'texto,tema\n"sin cerrar,a\n', "cannot read"),
+        (b'texto,tema\n"sin cerrar,a\n', "unclosed quote in .* from line 2"),
         (b"texto,tema\n\xff\xfe,a\n", "cannot read"),
     ],
 )

@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quijote.errors import QuijoteError
+from storage.tables import QuoteTracker
 from tasks import sources
 from tasks.sources import Format, Reading, file_format, plain_wikitext
 from tests.data import QUIJOTE
@@ -369,7 +370,7 @@ def test_quotes_are_followed_as_arrow_parses_them_in_any_blocks(body: str) -> No
     data = body.encode()
     verdicts = set()
     for block in (1, 2, 3, len(data) + 1):
-        tracker = sources._QuoteTracker(io.BytesIO(data), "x", ",")
+        tracker = QuoteTracker(io.BytesIO(data), "x", ",", line=2)
         try:
             while tracker.read(block):
                 pass
