@@ -107,8 +107,15 @@ def temporary_directory(parent: Path, name: str) -> Iterator[Path]:
 
 
 def _remove_abandoned(parent: Path) -> None:
-    """Delete the temporary directories in `parent` that no live process holds. One younger
-    than ABANDONED_AFTER_S may still be about to be locked by its builder."""
+    """Delete the temporary directories in `parent` that no live process holds."""
+    for _, tmp in abandoned(parent):
+        remove_tree(tmp)
+
+
+def abandoned(parent: Path) -> Iterator[tuple[str, Path]]:
+    """The temporary directories in `parent` that no live process holds, with the name each
+    was building, each locked while the caller handles it. One younger than
+    ABANDONED_AFTER_S may still be about to be locked by its builder: it is left alone."""
     for tmp in parent.glob(".tmp-*"):
         try:
             if time.time() - tmp.stat().st_mtime < ABANDONED_AFTER_S:
@@ -119,10 +126,12 @@ def _remove_abandoned(parent: Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # being built
+            os.close(fd)
             continue
+        try:
+            yield tmp.name.removeprefix(".tmp-").rpartition("-")[0], tmp
         finally:
             os.close(fd)
-        remove_tree(tmp)
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -19,7 +19,7 @@ from prefect.cache_policies import NONE
 
 from quijote.params import Params
 from storage import warehouse
-from storage.files import temporary_directory, write_json
+from storage.files import abandoned, temporary_directory, write_json
 from storage.paths import run_classifier_dir, runs_dir
 from storage.stages import StageOutput, Stages, shards, total
 from storage.vectors import read_vectors, write_word2vec
@@ -197,6 +197,7 @@ def publish_task(
         evaluations=metrics.evaluation,
         promoted=promote,
     )
+    _finish_killed_publishes()
     with temporary_directory(runs_dir(), run_id) as work:
         _link_stages(work / "stages", stages)
         write_word2vec(*read_vectors(vectors_path), work / "vectors.txt")
@@ -204,10 +205,22 @@ def publish_task(
         # Registered before the rename: a run directory under its final name is always a
         # registered run. A failed registration (the warehouse busy past its wait) leaves no
         # run directory (the temporary one is removed; the stages are kept for the next run);
-        # a process killed in between leaves only its temporary one, swept by a later run.
+        # a process killed before it leaves only its temporary one, swept by a later run,
+        # and one killed after it a complete one that a later run renames into place.
         warehouse.register_run(record, summary.status)
         os.rename(work, run_dir)
     return summary
+
+
+def _finish_killed_publishes() -> None:
+    """Rename into place the run directories of runs registered by a process killed before it
+    renamed them (complete, under their temporary names)."""
+    runs = runs_dir()
+    if not runs.is_dir():
+        return
+    for run_id, tmp in abandoned(runs):
+        if not (runs / run_id).exists() and warehouse.find_run(run_id) is not None:
+            os.rename(tmp, runs / run_id)
 
 
 @task(name="prune", cache_policy=NONE)

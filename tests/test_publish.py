@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import storage.files
 import tasks.publish
 from quijote.errors import QuijoteError
 from quijote.params import Params
@@ -128,3 +129,25 @@ def test_a_killed_publishs_temporary_directory_is_removed_by_a_later_one(stages:
     os.utime(stale, (old, old))
     publish(stages)
     assert runs() == [RUN_ID]
+
+
+def test_a_run_registered_by_a_killed_publish_gets_its_directory_from_a_later_one(
+    stages: Stages, monkeypatch: pytest.MonkeyPatch
+):
+    def killed(src: Path, dst: Path) -> None:  # the process dies between register and rename
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tasks.publish.os, "rename", killed)
+        patched.setattr(storage.files, "remove_tree", lambda path: None)  # no cleanup on kill
+        with pytest.raises(KeyboardInterrupt):
+            publish(stages)
+    (left,) = runs()
+    assert left.startswith(f".tmp-{RUN_ID}-") and current() == RUN_ID
+    old = time.time() - 2 * ABANDONED_AFTER_S
+    os.utime(runs_dir() / left, (old, old))
+    publish(stages, "20261202T080000-cafe00")
+    assert runs() == [RUN_ID, "20261202T080000-cafe00"]
+    manifest = json.loads((runs_dir() / RUN_ID / "manifest.json").read_text())
+    assert manifest["run_id"] == RUN_ID
+    assert (runs_dir() / RUN_ID / "stages" / "pairs" / "00000" / "vectors.parquet").is_file()
