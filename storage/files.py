@@ -48,14 +48,28 @@ def space_for(target: Path) -> Iterator[None]:
 
 def check_writable(final: Path) -> None:
     """Raise, before any work, the QuijoteError that writing the file `final` would meet: it
-    is a directory, a parent is a file, or the nearest existing directory is not writable."""
+    is a directory, a parent is a file, or no file can be made in the nearest existing
+    directory (no permission, a read-only or virtual file system: a file is made there and
+    removed to know). A pipe or a device is written in place: it needs only to be writable."""
     if final.is_dir():
         raise QuijoteError(f"cannot write {final}: it is a directory; name a file")
+    if final.exists() and not final.is_file():
+        if not os.access(final, os.W_OK):
+            raise QuijoteError(f"cannot write {final}: permission denied")
+        return
     nearest = next(p for p in final.absolute().parents if p.exists())
     if not nearest.is_dir():
         raise QuijoteError(f"cannot write {final}: {nearest} is not a directory")
     if not os.access(nearest, os.W_OK | os.X_OK):
         raise QuijoteError(f"cannot write {final}: permission denied in {nearest}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".quijote-probe-", dir=nearest)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        message = f"cannot write {final}: no file can be made in {nearest} ({reason})"
+        raise QuijoteError(message) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 @contextmanager

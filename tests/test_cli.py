@@ -153,6 +153,8 @@ def test_an_unusable_output_or_device_is_rejected_before_any_work(
         (["--out", str(slice_file / "v.txt")], "slice.txt is not a directory"),
         (["--out", str(tmp_path)], "it is a directory"),
     ]
+    if Path("/proc/self").exists():  # a virtual file system takes no new file
+        cases.append((["--out", "/proc/v.txt"], "no file can be made in /proc"))
     if not NVIDIA_DRIVER.exists():
         cases.append((["--device", "cuda"], "device=cuda, but there is no CUDA GPU"))
     for args, message in cases:
