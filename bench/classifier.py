@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from speed import ROOT, commit, machine, save
+from speed import ROOT, commit, machine, result_path, save
 
 from models.classifier import MODES
 from storage.tables import read_columns
@@ -292,7 +292,7 @@ def main() -> None:
         "tfidf_logistic": tfidf,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    save(report, ROOT / "bench" / "results" / f"classifier-{report['date']}.json")
+    save(report, result_path("classifier"))
     print_tables(report)
 
 

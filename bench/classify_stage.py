@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from speed import ROOT, commit, machine, save
+from speed import commit, machine, result_path, save
 
 from flows.train_stages import DEFAULT_CORPUS, train_stages
 from quijote.params import Params
@@ -60,7 +60,7 @@ def main() -> None:
         "median_seconds": statistics.median(seconds),
         "rows": meta["rows"],
     }
-    save(report, ROOT / "bench" / "results" / f"classify-stage-{report['date']}-{commit()}.json")
+    save(report, result_path("classify-stage"))
     print(f"median {report['median_seconds']} s over {args.runs} runs")
     for row in meta["rows"]:
         print(

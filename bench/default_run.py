@@ -21,10 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
-from speed import ROOT, commit, machine, save
+from speed import ROOT, commit, machine, result_path, save
 
 MIRROR = ROOT.parent / "shared" / "corpora"
 CLI = "import sys; from cli.main import main; sys.argv[0] = 'quijote'; main()"
@@ -57,7 +56,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    out = args.out or ROOT / "bench" / "results" / f"default-run-{date.today().isoformat()}.json"
+    out = args.out or result_path("default-run")
     results: dict = {"machine": machine(), "commit": commit(), "load_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="quijote-default-run-") as tmp:
         work = Path(tmp)

@@ -36,14 +36,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import date
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from speed import CORPORA, ROOT, SETTINGS, commit, run, save
+from speed import CORPORA, ROOT, SETTINGS, commit, result_path, run, save
 
 from quijote.params import Params
 from storage.benchmarks import find_benchmarks
@@ -346,7 +345,7 @@ def main() -> None:
     corpora = args.corpora.resolve()
     os.environ["QUIJOTE_MIRROR"] = str(corpora)  # for the benchmarks, here and in quijote train
     kind = "gpu-host" if args.host_cost else f"gpu-quality-{args.corpus}" if args.compare else "gpu"
-    out = args.out or ROOT / "bench" / "results" / f"{kind}-{date.today().isoformat()}.json"
+    out = args.out or result_path(kind)
     device = "cpu" if args.host_cost or args.compare else args.device
     results: dict = {
         "machine": machine(device, args.threads),

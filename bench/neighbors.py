@@ -27,13 +27,13 @@ import sys
 import tempfile
 import time
 from contextlib import closing
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
-from speed import ROOT, commit, machine, save
+from speed import commit, machine, result_path, save
 
 from storage import schemas, warehouse
 from storage.files import write_parquet
@@ -257,7 +257,7 @@ def main() -> None:
             vectors = synthetic(size, args.dim)
             words = [f"w{i}" for i in range(size)]
             results["sizes"].append(measure(words, vectors, Path(work), args.hnsw))
-    save(results, args.out or ROOT / "bench" / "results" / f"neighbors-{date.today()}.json")
+    save(results, args.out or result_path("neighbors"))
 
 
 if __name__ == "__main__":

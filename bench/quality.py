@@ -21,12 +21,11 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from speed import LARGE, QUIJOTE, ROOT, SETTINGS, alternating, commit, machine, save
+from speed import LARGE, QUIJOTE, SETTINGS, alternating, commit, machine, result_path, save
 
 from storage.benchmarks import find_benchmarks
 from storage.vectors import read_vectors_file, unit_rows
@@ -92,7 +91,7 @@ def main() -> None:
     parser.add_argument("--corpus", choices=["quijote", "large", "both"], default="both")
     parser.add_argument("--out", type=Path, help="results JSON (default bench/results/…)")
     args = parser.parse_args()
-    out = args.out or ROOT / "bench" / "results" / f"quality-{date.today().isoformat()}.json"
+    out = args.out or result_path("quality")
     benchmarks = find_benchmarks(None)
     if not benchmarks:
         raise SystemExit("no eval/ folder beside the corpus mirror")

@@ -52,12 +52,11 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import psutil
-from speed import ROOT, commit, machine, save
+from speed import ROOT, commit, machine, result_path, save
 
 TYPES = 4_000_000
 S, Q = 1.1, 2.7  # Zipf–Mandelbrot exponent and shift
@@ -367,7 +366,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     sizes = sorted(args.words or [10_000_000, 100_000_000])
-    out = args.out or ROOT / "bench" / "results" / f"scale-{date.today().isoformat()}.json"
+    out = args.out or result_path("scale")
     results: dict = {
         "machine": machine(), "commit": commit(), "load_start": os.getloadavg(),
         "train_flags": args.train_flag, "sample_seconds": SAMPLE_S, "runs": {},

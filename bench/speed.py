@@ -264,6 +264,18 @@ def commit() -> str:
     return head.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
 
 
+def result_path(kind: str) -> Path:
+    """bench/results/<kind>-<date>-<commit>-<cpu>.json, with a number added rather than
+    replacing a file already there (another machine's run of the same commit, say)."""
+    cpu = machine()["cpu"].lower()
+    tag = next((name for name in ("epyc", "xeon", "ryzen", "core") if name in cpu), "cpu")
+    stem = ROOT / "bench" / "results" / f"{kind}-{date.today().isoformat()}-{commit()}-{tag}"
+    out, number = stem.with_suffix(".json"), 2
+    while out.exists():
+        out, number = stem.with_name(f"{stem.name}-{number}.json"), number + 1
+    return out
+
+
 def save(results: dict, out: Path) -> None:
     """Write a benchmark's results JSON, with the load at the end and the CPU time of the
     processes it ran."""
@@ -282,7 +294,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="results JSON (default bench/results/…)")
     args = parser.parse_args()
     kind = "memory" if args.memory else "speed"
-    out = args.out or ROOT / "bench" / "results" / f"{kind}-{date.today().isoformat()}.json"
+    out = args.out or result_path(kind)
     results: dict = {
         "machine": machine(), "commit": commit(), "settings": SETTINGS,
         "load_start": os.getloadavg(),
