@@ -45,7 +45,8 @@ DOCUMENT_CHARS = 1 << 24  # a novel is one document; a dump is cut into document
 BLOCK_BYTES = 1 << 20  # read at a time
 MAX_RECORD_BYTES = 1 << 26  # a longer JSON line or CSV header is refused
 Opener = Callable[[], BinaryIO]
-_CHECKING = ContextVar("checking", default=False)  # check() reads quietly: the real read warns
+# While check() reads: the size of the first piece it reads of a text (the real read warns).
+_CHECKING: ContextVar[int | None] = ContextVar("checking", default=None)
 
 DECOMPRESSORS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
     ".gz": lambda raw: gzip.GzipFile(fileobj=raw),
@@ -147,8 +148,11 @@ def documents(path: Path, source: str, reading: Reading) -> Iterator[str]:
 
 def check(path: Path, source: str, reading: Reading) -> None:
     """Read the corpus file at `path` up to its first text: a file that cannot be read as
-    asked (corrupt, binary, without the text field, not a MediaWiki dump) fails now."""
-    checking = _CHECKING.set(True)
+    asked (corrupt, binary, without the text field, not a MediaWiki dump) fails now. Of plain
+    text, nothing after its first words can fail: it is read only up to a piece with words."""
+    form = file_format(path.name)
+    plain = form.kind == "text" and not form.compression
+    checking = _CHECKING.set(_SNIFF_BYTES if plain else DOCUMENT_CHARS)
     try:
         with closing(texts(path.name, partial(path.open, "rb"), source, reading)) as found:
             next(found)
@@ -244,7 +248,8 @@ _GUTENBERG_END = re.compile(
 def _text(stream: BinaryIO, source: str, reading: Reading) -> Iterator[str]:
     """Text in pieces of at most DOCUMENT_CHARS characters, without a Project Gutenberg header
     (in the first piece) and footer (it ends the text)."""
-    for number, piece in enumerate(_split(_decoded(stream, source), DOCUMENT_CHARS)):
+    pieces = _split(_decoded(stream, source), _CHECKING.get() or DOCUMENT_CHARS)
+    for number, piece in enumerate(pieces):
         start = _GUTENBERG_START.search(piece) if number == 0 else None
         end = _GUTENBERG_END.search(piece, start.end() if start else 0)
         yield piece[start.end() if start else 0 : end.start() if end else len(piece)]
@@ -293,7 +298,7 @@ class _Utf8OrCp1252:
         try:
             text = self.utf8.decode(data, final)
         except UnicodeDecodeError as error:
-            if not _CHECKING.get():
+            if _CHECKING.get() is None:
                 logger.warning(
                     "%s is not valid UTF-8 (first bad byte at offset %d); decoding it from "
                     "there as Windows-1252",

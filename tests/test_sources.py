@@ -9,7 +9,9 @@ import gzip
 import io
 import logging
 import lzma
+import os
 import re
+import threading
 import tracemalloc
 import unicodedata
 import zipfile
@@ -476,3 +478,35 @@ def test_xml_that_is_not_a_mediawiki_dump_is_one_line(tmp_path: Path) -> None:
     cut = write(tmp_path / "cut.xml", mediawiki([("A", 0, "Texto.", False)])[:-40])
     with pytest.raises(QuijoteError, match=r"^cannot read cut\.xml: "):
         read(cut)
+
+
+def test_the_check_reads_plain_text_only_up_to_its_first_words(tmp_path: Path) -> None:
+    """A pipe that is never closed: reading all of it would never end."""
+    fifo = tmp_path / "corpus.txt"
+    os.mkfifo(fifo)
+    written: list[int] = []
+
+    def write_until_closed() -> None:
+        with fifo.open("wb") as pipe:
+            try:
+                while len(written) < 1000:  # 64 MB: more than the check may read
+                    pipe.write(b"En un lugar de la Mancha. " * 2520)
+                    written.append(1)
+            except BrokenPipeError:
+                pass
+
+    writer = threading.Thread(target=write_until_closed)
+    writer.start()
+    sources.check(fifo, "corpus.txt", Reading())
+    writer.join(30)
+    assert not writer.is_alive() and len(written) < 100  # stopped by the check's close
+
+
+def test_the_check_is_quiet_and_the_real_read_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path / "a.txt", "Año nuevo, vida nueva.\n".encode("cp1252"))
+    sources.check(path, "a.txt", Reading())
+    assert "not valid UTF-8" not in caplog.text
+    assert read(path) == ["Año nuevo, vida nueva."]
+    assert caplog.text.count("a.txt is not valid UTF-8") == 1
