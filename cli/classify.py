@@ -17,6 +17,7 @@ classify_app = typer.Typer(
     help="Text classifier on top of the word vectors.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
     add_completion=False,
 )
 

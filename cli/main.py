@@ -26,6 +26,7 @@ app = typer.Typer(
     help="Spanish word embeddings: train skip-gram vectors and query them in SQL.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
     add_completion=False,
 )
 app.add_typer(classify_app, name="classify")
