@@ -32,6 +32,14 @@ app = typer.Typer(
 app.add_typer(classify_app, name="classify")
 out = Console(soft_wrap=not sys.stdout.isatty())  # to a file or a pipe: a line per item
 
+
+def _param(name: str, what: str) -> Any:
+    """A `quijote train` option for the parameter `name`: its help, with Params' default."""
+    from quijote.params import Params
+
+    return typer.Option(help=f"{what} (default: {getattr(Params(), name)}).", show_default=False)
+
+
 CorpusOption = Annotated[
     list[str] | None,
     typer.Option("--corpus", "-c", help="A name (quijote), URL, file or directory (README)."),
@@ -262,19 +270,22 @@ def train(
         "vectors.txt"
     ),
     format_: Annotated[str, typer.Option("--format", help="word2vec or parquet.")] = "word2vec",
-    dim: int | None = None,
-    window: int | None = None,
-    negative: int | None = None,
-    min_count: int | None = None,
-    sample: float | None = None,
-    epochs: int | None = None,
-    seed: int | None = None,
-    device: str | None = None,
-    threads: int | None = None,
-    batch_size: int | None = None,
+    dim: Annotated[int | None, _param("dim", "Vector size")] = None,
+    window: Annotated[int | None, _param("window", "Largest context distance")] = None,
+    negative: Annotated[int | None, _param("negative", "Negatives per pair")] = None,
+    min_count: Annotated[
+        int | None, _param("min_count", "Words seen fewer times are dropped")
+    ] = None,
+    sample: Annotated[float | None, _param("sample", "Subsampling threshold")] = None,
+    epochs: Annotated[int | None, _param("epochs", "Passes over the corpus")] = None,
+    seed: Annotated[int | None, _param("seed", "Seed of every random draw")] = None,
+    device: Annotated[str | None, _param("device", "auto, cpu, cuda or torch")] = None,
+    threads: Annotated[int | None, _param("threads", "CPU threads, 0 = all cores")] = None,
+    batch_size: Annotated[
+        int | None, _param("batch_size", "Pairs per step of the PyTorch path")
+    ] = None,
     pairs: Annotated[
-        str | None,
-        typer.Option(help="files (kept on disk for reruns) or stream (none on disk)."),
+        str | None, _param("pairs", "files (kept on disk for reruns) or stream (none on disk)")
     ] = None,
 ) -> None:
     """Train skip-gram vectors only (no warehouse), print one JSON summary line."""

@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gensim.models import KeyedVectors
+from typer.testing import CliRunner
 
+from cli.main import app
 from models.skipgram import NVIDIA_DRIVER
+from quijote.params import Params
 from storage import warehouse
 from storage.vectors import read_vectors
 from tasks.gate import Verdict
@@ -61,6 +64,14 @@ def test_train_path_imports_neither_prefect_nor_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_train_help_gives_each_parameters_default() -> None:
+    shown = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    defaults = Params()
+    for option, name in (("--dim", "dim"), ("--min-count", "min_count"), ("--pairs", "pairs")):
+        line = next(line for line in shown.splitlines() if f"{option} " in line)
+        assert f"(default: {getattr(defaults, name)})" in line
 
 
 def test_latin1_corpus_is_decoded(home: Path, slice_file: Path, tmp_path: Path) -> None:
