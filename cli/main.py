@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from tasks.publish import RunSummary
 
 app = typer.Typer(
-    help="Spanish word embeddings: train skip-gram vectors and query them in SQL.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
@@ -58,6 +57,26 @@ TopK = Annotated[int, typer.Option("-k", min=1, help="How many words.")]
 Exact = Annotated[
     bool, typer.Option(help="Compare with every word (else by cell from 50,000 words).")
 ]
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        print(f"quijote-embeddings {version('quijote-embeddings')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Spanish word embeddings: train skip-gram vectors and query them in SQL."""
 
 
 def main() -> None:
