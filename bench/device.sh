@@ -14,8 +14,7 @@
 # only the image's packages: SIZES=1000000 GPU_ARGS="--device torch" PYVER=3.11 for prepare.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-WHEELS="duckdb backports.zstd typer pydantic pydantic_core annotated-types typing-inspection
-typing_extensions rich"
+WHEELS="duckdb backports.zstd typer typing_extensions rich"
 PYTHON=${PYTHON:-python3}
 
 prepare() {
