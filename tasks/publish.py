@@ -214,7 +214,9 @@ def publish_task(
 
 def _finish_killed_publishes() -> None:
     """Rename into place the run directories of runs registered by a process killed before it
-    renamed them (complete, under their temporary names)."""
+    renamed them (complete, under their temporary names). Before the sweep of abandoned
+    temporary directories, which would remove them; a warehouse too busy to tell fails the
+    publish, as its registration would."""
     runs = runs_dir()
     if not runs.is_dir():
         return
