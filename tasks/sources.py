@@ -246,8 +246,8 @@ _GUTENBERG_END = re.compile(
 
 
 def _text(stream: BinaryIO, source: str, reading: Reading) -> Iterator[str]:
-    """Text in pieces of at most DOCUMENT_CHARS characters, without a Project Gutenberg header
-    (in the first piece) and footer (it ends the text)."""
+    """Text in pieces of at most DOCUMENT_CHARS characters (smaller while check() reads),
+    without a Project Gutenberg header (in the first piece) and footer (it ends the text)."""
     pieces = _split(_decoded(stream, source), _CHECKING.get() or DOCUMENT_CHARS)
     for number, piece in enumerate(pieces):
         start = _GUTENBERG_START.search(piece) if number == 0 else None
