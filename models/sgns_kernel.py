@@ -147,11 +147,10 @@ def _targets(
     k: int,
 ) -> None:
     """A group's center, then its K shared negatives: the draws of the group's first pair
-    `row` (-1 where a negative equals the center)."""
+    `row` (a negative equal to the center is skipped by the step)."""
     out[0] = center
     for j in range(k):
-        negative = _draw(prob, alias, key, row * k + j)
-        out[j + 1] = -1 if negative == center else negative
+        out[j + 1] = _draw(prob, alias, key, row * k + j)
 
 
 @intrinsic
@@ -183,6 +182,72 @@ def _softplus(x: np.float32) -> np.float32:
 
 
 @njit(inline="always")
+def _scores(
+    w_in: np.ndarray, c: np.int32, w_out: np.ndarray, targets: np.ndarray, g: np.ndarray, i: int
+) -> None:
+    """g[i, j] = w_in[c] · w_out[targets[j]] for every j, three targets a pass over w_in[c]
+    (a pass per target would load w_in[c] each time)."""
+    dim, k1 = w_in.shape[1], len(targets)
+    j = 0
+    while j + 2 < k1:
+        t0, t1, t2 = targets[j], targets[j + 1], targets[j + 2]
+        s0 = s1 = s2 = np.float32(0.0)
+        for d in range(dim):
+            x = w_in[c, d]
+            s0 += x * w_out[t0, d]
+            s1 += x * w_out[t1, d]
+            s2 += x * w_out[t2, d]
+        g[i, j], g[i, j + 1], g[i, j + 2] = s0, s1, s2
+        j += 3
+    while j < k1:
+        g[i, j] = _dot(w_in, c, w_out, targets[j])
+        j += 1
+
+
+@njit(inline="always")
+def _add_targets(
+    w_in: np.ndarray, c: np.int32, w_out: np.ndarray, targets: np.ndarray, g: np.ndarray, i: int
+) -> None:
+    """w_in[c] += Σ_j g[i, j] w_out[targets[j]], three targets a pass (one load and one store
+    of w_in[c] for three rows added)."""
+    dim, k1 = w_in.shape[1], len(targets)
+    j = 0
+    while j + 2 < k1:
+        t0, t1, t2 = targets[j], targets[j + 1], targets[j + 2]
+        a0, a1, a2 = g[i, j], g[i, j + 1], g[i, j + 2]
+        for d in range(dim):
+            w_in[c, d] += a0 * w_out[t0, d] + a1 * w_out[t1, d] + a2 * w_out[t2, d]
+        j += 3
+    while j < k1:
+        t0, a0 = targets[j], g[i, j]
+        for d in range(dim):
+            w_in[c, d] += a0 * w_out[t0, d]
+        j += 1
+
+
+@njit(inline="always")
+def _gather_contexts(
+    d_out: np.ndarray, j: int, w_in: np.ndarray, contexts: np.ndarray, g: np.ndarray
+) -> None:
+    """d_out[j] = Σ_i g[i, j] w_in[contexts[i]], four contexts a pass over d_out[j]."""
+    dim, n = w_in.shape[1], len(contexts)
+    for d in range(dim):
+        d_out[j, d] = 0.0
+    i = 0
+    while i + 3 < n:
+        c0, c1, c2, c3 = contexts[i], contexts[i + 1], contexts[i + 2], contexts[i + 3]
+        a0, a1, a2, a3 = g[i, j], g[i + 1, j], g[i + 2, j], g[i + 3, j]
+        for d in range(dim):
+            d_out[j, d] += a0 * w_in[c0, d] + a1 * w_in[c1, d] + a2 * w_in[c2, d] + a3 * w_in[c3, d]
+        i += 4
+    while i < n:
+        c0, a0 = contexts[i], g[i, j]
+        for d in range(dim):
+            d_out[j, d] += a0 * w_in[c0, d]
+        i += 1
+
+
+@njit(inline="always")
 def _group_step(
     w_in: np.ndarray,
     w_out: np.ndarray,
@@ -193,18 +258,20 @@ def _group_step(
     lr: np.float32,
 ) -> np.float32:
     """The exact SGD step of one group, in place: every context's input vector against the
-    output vectors of `targets` (the center, then the shared negatives; -1 = skipped), all
-    scores from the vectors before the step. Returns the group's summed loss."""
-    dim, k1 = w_in.shape[1], len(targets)
+    output vectors of `targets` (the center, then the shared negatives; a negative equal to
+    the center is skipped), all scores from the vectors before the step. Returns the group's
+    summed loss. The rows are combined a few at a time (register tiling): each pass over a
+    vector loads and stores it once for several rows, as the loads and stores bound the step."""
+    k1 = len(targets)
     limit = np.float32(SCORE_LIMIT)
     loss = np.float32(0.0)
     for i in range(len(contexts)):
+        _scores(w_in, contexts[i], w_out, targets, g, i)
         for j in range(k1):
+            x = g[i, j] if j == 0 else -g[i, j]  # the label's side: log sigmoid(x) is the fit
             g[i, j] = 0.0
-            if targets[j] < 0:
+            if j > 0 and targets[j] == targets[0]:
                 continue
-            score = _dot(w_in, contexts[i], w_out, targets[j])
-            x = score if j == 0 else -score  # the label's side: log sigmoid(x) is the fit
             if x <= -limit:
                 g[i, j], loss = (lr if j == 0 else -lr), loss - x
             elif x < limit:
@@ -212,25 +279,13 @@ def _group_step(
                 g[i, j] = miss if j == 0 else -miss
                 loss += _interpolate(NEG_LOG_SIGMOID, x)
     for j in range(k1):
-        for d in range(dim):
-            d_out[j, d] = 0.0
+        _gather_contexts(d_out, j, w_in, contexts, g)
     for i in range(len(contexts)):
-        c = contexts[i]
-        for j in range(k1):
-            step = g[i, j]
-            for d in range(dim):
-                d_out[j, d] += step * w_in[c, d]
-    for i in range(len(contexts)):
-        c = contexts[i]
-        for j in range(k1):
-            t, step = targets[j], g[i, j]
-            if t >= 0:
-                for d in range(dim):
-                    w_in[c, d] += step * w_out[t, d]
+        _add_targets(w_in, contexts[i], w_out, targets, g, i)
     for j in range(k1):
-        t = targets[j]
-        if t >= 0:
-            for d in range(dim):
+        t = targets[j]  # read once: a row index read in the loop would block its vectorizing
+        if j == 0 or t != targets[0]:
+            for d in range(w_in.shape[1]):
                 w_out[t, d] += d_out[j, d]
     return loss
 
@@ -273,8 +328,7 @@ def train_block(
                 following = _group_end(center, stop, end)
                 _targets(targets[1 - slot], center[stop], prob, alias, key, first + stop, k)
                 for j in range(k + 1):
-                    if targets[1 - slot, j] >= 0:
-                        _prefetch_row(w_out, targets[1 - slot, j])
+                    _prefetch_row(w_out, targets[1 - slot, j])
                 for c in range(stop, following):
                     _prefetch_row(w_in, context[c])
             step_lr = np.float32(lr * max(MIN_LR, 1.0 - (done + i) / total))
