@@ -2,6 +2,7 @@
 learning rate schedule, same arithmetic; its in-kernel negatives follow count^0.75; it learns."""
 
 import numpy as np
+import pytest
 import torch
 
 from models.sgns_kernel import (
@@ -21,13 +22,13 @@ from tasks.negatives import NegativeSampler, noise_distribution
 from tests.data import resumes_identically, toy_epochs
 
 
-def small_problem(vocab: int = 12, dim: int = 6, pairs: int = 40, seed: int = 0):
+def small_problem(vocab: int = 12, dim: int = 6, pairs: int = 40, seed: int = 0, k: int = 4):
     rng = np.random.default_rng(seed)
     w_in = rng.normal(0, 0.3, (vocab, dim)).astype(np.float32)
     w_out = rng.normal(0, 0.3, (vocab, dim)).astype(np.float32)
     center = rng.integers(0, vocab, pairs).astype(np.int32)
     context = rng.integers(0, vocab, pairs).astype(np.int32)
-    sampler = NegativeSampler(noise_distribution(rng.integers(1, 50, vocab)), k=4, seed=3)
+    sampler = NegativeSampler(noise_distribution(rng.integers(1, 50, vocab)), k=k, seed=3)
     return w_in, w_out, center, context, sampler
 
 
@@ -41,10 +42,11 @@ def runs(center: np.ndarray, longest: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def test_kernel_step_is_the_reference_step_group_by_group() -> None:
+@pytest.mark.parametrize("k", [1, 4, 5])  # targets 2, 5, 6: the step takes them 3 at a time
+def test_kernel_step_is_the_reference_step_group_by_group(k: int) -> None:
     """Each run of one center is one reference step on its pairs, the context's input vector
     against the center's and the run's shared negatives' output vectors."""
-    w_in, w_out, _, context, sampler = small_problem(pairs=120)
+    w_in, w_out, _, context, sampler = small_problem(pairs=120, k=k)
     lengths = [1, 3, 10, 2, MAX_GROUP + 5, 1, 7, 4, 1, 3, 6, 2, 3, 1, 6, 2, 10, 16]
     center = np.repeat(np.arange(len(lengths)) % 12, lengths).astype(np.int32)[:120]
     epoch, first, done, total, lr = 2, 7, 30, 300, 0.5
