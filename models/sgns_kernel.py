@@ -205,6 +205,41 @@ def _scores(
 
 
 @njit(inline="always")
+def _scores_two(
+    w_in: np.ndarray,
+    c0: np.int32,
+    c1: np.int32,
+    w_out: np.ndarray,
+    targets: np.ndarray,
+    g: np.ndarray,
+    i: int,
+) -> None:
+    """_scores of two contexts (rows i and i + 1 of g) in one pass: each output row is
+    loaded once for both."""
+    dim, k1 = w_in.shape[1], len(targets)
+    j = 0
+    while j + 2 < k1:
+        t0, t1, t2 = targets[j], targets[j + 1], targets[j + 2]
+        s00 = s01 = s02 = s10 = s11 = s12 = np.float32(0.0)
+        for d in range(dim):
+            x0, x1 = w_in[c0, d], w_in[c1, d]
+            y0, y1, y2 = w_out[t0, d], w_out[t1, d], w_out[t2, d]
+            s00 += x0 * y0
+            s01 += x0 * y1
+            s02 += x0 * y2
+            s10 += x1 * y0
+            s11 += x1 * y1
+            s12 += x1 * y2
+        g[i, j], g[i, j + 1], g[i, j + 2] = s00, s01, s02
+        g[i + 1, j], g[i + 1, j + 1], g[i + 1, j + 2] = s10, s11, s12
+        j += 3
+    while j < k1:
+        g[i, j] = _dot(w_in, c0, w_out, targets[j])
+        g[i + 1, j] = _dot(w_in, c1, w_out, targets[j])
+        j += 1
+
+
+@njit(inline="always")
 def _add_targets(
     w_in: np.ndarray, c: np.int32, w_out: np.ndarray, targets: np.ndarray, g: np.ndarray, i: int
 ) -> None:
@@ -260,13 +295,17 @@ def _group_step(
     """The exact SGD step of one group, in place: every context's input vector against the
     output vectors of `targets` (the center, then the shared negatives; a negative equal to
     the center is skipped), all scores from the vectors before the step. Returns the group's
-    summed loss. The rows are combined a few at a time (register tiling): each pass over a
-    vector loads and stores it once for several rows, as the loads and stores bound the step."""
-    k1 = len(targets)
+    summed loss. The rows are combined a few at a time (register tiling: two contexts by three
+    targets for the scores): each pass over a vector loads and stores it once for several
+    rows, as the loads and stores bound the step."""
+    n, k1 = len(contexts), len(targets)
     limit = np.float32(SCORE_LIMIT)
     loss = np.float32(0.0)
-    for i in range(len(contexts)):
-        _scores(w_in, contexts[i], w_out, targets, g, i)
+    for i in range(0, n - 1, 2):
+        _scores_two(w_in, contexts[i], contexts[i + 1], w_out, targets, g, i)
+    if n % 2:
+        _scores(w_in, contexts[n - 1], w_out, targets, g, n - 1)
+    for i in range(n):
         for j in range(k1):
             x = g[i, j] if j == 0 else -g[i, j]  # the label's side: log sigmoid(x) is the fit
             g[i, j] = 0.0
@@ -280,7 +319,7 @@ def _group_step(
                 loss += _interpolate(NEG_LOG_SIGMOID, x)
     for j in range(k1):
         _gather_contexts(d_out, j, w_in, contexts, g)
-    for i in range(len(contexts)):
+    for i in range(n):
         _add_targets(w_in, contexts[i], w_out, targets, g, i)
     for j in range(k1):
         t = targets[j]  # read once: a row index read in the loop would block its vectorizing
