@@ -51,25 +51,39 @@ def check_writable(final: Path) -> None:
     is a directory, a parent is a file, or no file can be made in the nearest existing
     directory (no permission, a read-only or virtual file system: a file is made there and
     removed to know). A pipe or a device is written in place: it needs only to be writable."""
+    nearest = _check_place(final)
+    if nearest is not None:
+        fd, probe = _new_file(final, nearest, ".quijote-probe-")
+        os.close(fd)
+        os.unlink(probe)
+
+
+def _check_place(final: Path) -> Path | None:
+    """The checks of check_writable that make no file; returns the nearest existing directory,
+    None for a pipe or a device."""
     if final.is_dir():
         raise QuijoteError(f"cannot write {final}: it is a directory; name a file")
     if final.exists() and not final.is_file():
         if not os.access(final, os.W_OK):
             raise QuijoteError(f"cannot write {final}: permission denied")
-        return
+        return None
     nearest = next(p for p in final.absolute().parents if p.exists())
     if not nearest.is_dir():
         raise QuijoteError(f"cannot write {final}: {nearest} is not a directory")
     if not os.access(nearest, os.W_OK | os.X_OK):
         raise QuijoteError(f"cannot write {final}: permission denied in {nearest}")
+    return nearest
+
+
+def _new_file(final: Path, directory: Path, prefix: str, suffix: str = "") -> tuple[int, str]:
+    """A new private file in `directory` (mkstemp), to write `final`; one line where none can
+    be made."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".quijote-probe-", dir=nearest)
+        return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
     except OSError as error:
         reason = error.strerror or str(error)
-        message = f"cannot write {final}: no file can be made in {nearest} ({reason})"
+        message = f"cannot write {final}: no file can be made in {directory} ({reason})"
         raise QuijoteError(message) from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 @contextmanager
@@ -82,14 +96,14 @@ def atomic_path(final: Path) -> Iterator[Path]:
     if final.exists() and not final.is_file() and not final.is_dir():
         yield final
         return
-    check_writable(final)
+    _check_place(final)  # its own temporary file is the probe check_writable makes
     if final.is_symlink():
         final = final.resolve()
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     except OSError as error:
         raise QuijoteError(f"cannot write {final}: {error.strerror or error}") from None
+    fd, tmp = _new_file(final, final.parent, f".{final.name}.", ".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
     try:
