@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from speed import CORPORA, ROOT, SETTINGS, commit, result_path, run, save
+from speed import CORPORA, ROOT, SETTINGS, commit, cpu_name, result_path, run, save
 
 from quijote.params import Params
 from storage.benchmarks import find_benchmarks
@@ -104,10 +104,6 @@ def quijote_train(
 
 def machine(device: str, threads: int) -> dict:
     """The CPU, the GPU when `device` is cuda, and the libraries that train."""
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
     meminfo = Path("/proc/meminfo").read_text().split()
     found = {}
     for lib in ("torch", "numba", "numpy", "pyarrow"):
@@ -116,7 +112,7 @@ def machine(device: str, threads: int) -> dict:
         except PackageNotFoundError:
             found[lib] = None
     described = {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "ram_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1),
         "python": platform.python_version(),

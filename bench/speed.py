@@ -236,14 +236,18 @@ def memory(work: Path) -> dict:
     return report
 
 
-def machine() -> dict:
-    cpu = next(
+def cpu_name() -> str:
+    """The processor's model name."""
+    return next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
          if line.startswith("model name")), platform.processor(),
     )  # fmt: skip
+
+
+def machine() -> dict:
     meminfo = Path("/proc/meminfo").read_text().split()
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "ram_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1),
         "python": platform.python_version(),
@@ -268,7 +272,7 @@ def commit() -> str:
 def result_path(kind: str) -> Path:
     """bench/results/<kind>-<date>-<commit>-<cpu>.json, with a number added rather than
     replacing a file already there (another machine's run of the same commit, say)."""
-    cpu = machine()["cpu"].lower()
+    cpu = cpu_name().lower()  # not machine(): it asks for libraries a GPU machine may lack
     tag = next((name for name in ("epyc", "xeon", "ryzen", "core") if name in cpu), "cpu")
     stem = ROOT / "bench" / "results" / f"{kind}-{date.today().isoformat()}-{commit()}-{tag}"
     out, number = stem.with_suffix(".json"), 2
