@@ -182,7 +182,12 @@ class Tally:
             yield batch
 
 
-def write_parquet(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+def write_parquet(
+    path: Path,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    compression: str = "zstd",
+) -> int:
     """Stream record batches into one Parquet file (one row group per batch); return rows.
     Large strings (whole documents) get no min/max statistics: each would copy the value.
     Only words are dictionary-encoded: on ids and floats a dictionary makes the files larger
@@ -193,7 +198,7 @@ def write_parquet(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatc
     with (
         atomic_path(path) as tmp,
         pq.ParquetWriter(
-            tmp, schema, compression="zstd", use_dictionary=words, write_statistics=statistics
+            tmp, schema, compression=compression, use_dictionary=words, write_statistics=statistics
         ) as writer,
     ):
         for batch in batches:

@@ -10,7 +10,13 @@ DOCUMENTS = pa.schema(
 SENTENCES = pa.schema([("sentence_id", pa.int64()), ("tokens", pa.list_(pa.string()))])
 VOCAB = pa.schema([("id", pa.int32()), ("word", pa.string()), ("count", pa.int64())])
 SUBSAMPLED = pa.schema([("sentence_id", pa.int64()), ("ids", pa.list_(pa.int32()))])
-PAIRS = pa.schema([("center", pa.int32()), ("context", pa.int32())])
+# Pairs are read every epoch: required columns store no definition levels to decode.
+PAIRS = pa.schema(
+    [
+        pa.field("center", pa.int32(), nullable=False),
+        pa.field("context", pa.int32(), nullable=False),
+    ]
+)
 NOISE = pa.schema([("id", pa.int32()), ("probability", pa.float64())])
 EVALUATION = pa.schema(
     [

@@ -24,7 +24,10 @@ from tasks.seeding import Stream, rng
 from tasks.stage_task import stage_task
 from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 5
+VERSION = 6
+# Each epoch's pairs are written once and read once: LZ4 is quicker both ways than zstd, for
+# larger files.
+COMPRESSION = "lz4"
 
 
 def window_pairs(
@@ -99,7 +102,8 @@ def pairs_task(subsampled: StageOutput, params: Params, shard: int) -> StageOutp
     def build(out):
         def write(name: str, rng: np.random.Generator) -> int:
             batches = read_row_groups(subsampled.file(name))
-            return write_parquet(out / name, PAIRS, skipgram_pairs(batches, params.window, rng))
+            pairs = skipgram_pairs(batches, params.window, rng)
+            return write_parquet(out / name, PAIRS, pairs, COMPRESSION)
 
         def epoch(e: int) -> int:
             if params.pairs == "stream":
@@ -107,7 +111,7 @@ def pairs_task(subsampled: StageOutput, params: Params, shard: int) -> StageOutp
                 draws = rng(params.seed, e, Stream.PAIRS, shard)
                 return count_pairs(batches, params.window, draws)
             pairs = epoch_pairs(subsampled, params.window, params.seed, e, shard)
-            return write_parquet(out / epoch_file(e), PAIRS, pairs)
+            return write_parquet(out / epoch_file(e), PAIRS, pairs, COMPRESSION)
 
         # the epochs in threads: numpy and Parquet release the GIL
         per_epoch = list(mapped_ahead(epoch, range(params.epochs), os.cpu_count() or 1))

@@ -8,8 +8,10 @@ from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import flows.train_stages
@@ -20,6 +22,7 @@ from quijote.params import Params
 from storage.schemas import PAIRS
 from storage.stages import Prepared, StageOutput, Stages, shards, stage_key
 from storage.vectors import read_vectors
+from tasks.subsample import epoch_file
 from tests.data import quijote_slice
 
 PARAMS = Params.from_mapping({"dim": 8, "epochs": 2, "min_count": 2, "threads": 1, "device": "cpu"})
@@ -54,6 +57,21 @@ def test_shards_in_workers_give_the_vectors_of_one_process(
 
     assert [s.meta["pairs"] for s in pooled.pairs] == [s.meta["pairs"] for s in serial.pairs]
     assert same_vectors(pooled.train, serial.train)
+
+
+def test_pairs_files_are_lz4_with_required_columns_and_read_in_sql(
+    home: Path, tmp_path: Path
+) -> None:
+    corpus = [str(three_documents(tmp_path / "corpus"))]
+    stages = train_stages(corpus, PARAMS.with_(epochs=1), orchestrated=False)
+    for shard in stages.pairs:
+        path = shard.file(epoch_file(0))
+        metadata = pq.ParquetFile(path).metadata
+        assert metadata.schema.to_arrow_schema() == PAIRS
+        assert {metadata.schema.column(i).max_definition_level for i in range(2)} == {0}
+        assert metadata.row_group(0).column(0).compression == "LZ4"
+        counted = duckdb.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()
+        assert counted == (shard.meta["pairs"],)
 
 
 def test_streamed_pairs_train_the_same_vectors_with_no_pairs_on_disk(
