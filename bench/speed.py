@@ -74,11 +74,11 @@ def gensim_worker(out: str, seed: int, paths: list[str]) -> None:
     model.wv.save_word2vec_format(out)
 
 
-def run(command: list[str], env: dict[str, str] | None = None) -> dict:
+def run(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> dict:
     """Run a whole process: wall seconds, peak RSS (MB), its stdout, the load before it."""
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, text=True)
     stdout = process.stdout.read() if process.stdout else ""
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
@@ -87,11 +87,18 @@ def run(command: list[str], env: dict[str, str] | None = None) -> dict:
     return {"seconds": seconds, "rss_mb": usage.ru_maxrss / 1024, "load": load, "stdout": stdout}
 
 
-def quijote(paths: list[Path], out: Path, seed: int, home: Path, **env: str) -> dict:
+def quijote(
+    paths: list[Path], out: Path, seed: int, home: Path, tree: Path = ROOT, **env: str
+) -> dict:
+    """`quijote train` in the data directory `home`, with the code of `tree` (this checkout,
+    or another commit's worktree) first on Python's path: the process runs in `tree`, since
+    `python -c` puts its working directory before PYTHONPATH."""
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
-    command = [str(ROOT / ".venv/bin/quijote"), "train", *(f"-c{p}" for p in paths)]
-    command += [*flags, f"--seed={seed}", f"--threads={THREADS}", "--device=cpu", f"--out={out}"]
-    result = run(command, {**os.environ, "QUIJOTE_HOME": str(home), **env})
+    command = [sys.executable, "-c", "from cli.main import main; main()", "train"]
+    command += [*(f"-c{p}" for p in paths), *flags, f"--seed={seed}", f"--threads={THREADS}"]
+    command += ["--device=cpu", f"--out={out}"]
+    env = {"QUIJOTE_HOME": str(home), "PYTHONPATH": str(tree), **env}
+    result = run(command, {**os.environ, **env}, tree)
     result["summary"] = json.loads(result.pop("stdout").strip().splitlines()[-1])
     return result
 
