@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -89,6 +90,7 @@ def side_by_side(trees: dict[str, Path], paths: list[Path], reps: int, work: Pat
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the worktrees removed on a kill
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("first", help="a commit (the baseline)")
     parser.add_argument("second", help="another commit")

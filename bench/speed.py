@@ -79,8 +79,12 @@ def run(command: list[str], env: dict[str, str] | None = None, cwd: Path | None 
     load = os.getloadavg()[0]
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, text=True)
-    stdout = process.stdout.read() if process.stdout else ""
-    _, status, usage = os.wait4(process.pid, 0)
+    try:
+        stdout = process.stdout.read() if process.stdout else ""
+        _, status, usage = os.wait4(process.pid, 0)
+    except BaseException:  # the benchmark stopped: no process left running on its own
+        process.kill()
+        raise
     seconds = time.perf_counter() - started
     if status != 0:
         raise SystemExit(f"failed ({status}): {' '.join(command)}")
