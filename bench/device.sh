@@ -10,7 +10,8 @@
 # under the tool's 64 MiB. `run` installs the wheels into /tmp/site and writes to $OUT:
 # nvidia-smi's report, the torch path's tests (tests/test_skipgram.py, the CUDA one included)
 # and bench/gpu.py's speed runs on CUDA (SIZES: 10M, then 50M words), each as gpu-<words>.json
-# with its log. GPU_ARGS adds gpu.py arguments; a rehearsal on the CPU, in an environment with
+# with its log, then 10M words again in batches of WIDE pairs (16384; none when empty), as
+# gpu-<words>-b<WIDE>.json: how much the batch size moves the speed. GPU_ARGS adds gpu.py arguments; a rehearsal on the CPU, in an environment with
 # only the image's packages: SIZES=1000000 GPU_ARGS="--device torch" PYVER=3.11 for prepare.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,14 @@ run() {
         "$PYTHON" bench/gpu.py --corpora .device/shared/corpora --words "$words" \
             --out "$out/gpu-$words.json" ${GPU_ARGS:-} 2>&1 | tee "$out/gpu-$words.log"
     done
+    local wide=${WIDE-16384} first=${SIZES:-10000000}
+    first=${first%% *}
+    if [ -n "$wide" ]; then
+        # shellcheck disable=SC2086
+        "$PYTHON" bench/gpu.py --corpora .device/shared/corpora --words "$first" \
+            --batch-size "$wide" --out "$out/gpu-$first-b$wide.json" ${GPU_ARGS:-} 2>&1 |
+            tee "$out/gpu-$first-b$wide.log"
+    fi
 }
 
 case "${1:-}" in

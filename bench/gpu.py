@@ -191,15 +191,17 @@ def speed(
     return result
 
 
-def compare(work: Path, seeds: int, corpus: list[Path], threads: int) -> dict:
-    """`--device torch` and `--device cpu` on `corpus`, seeds 1..`seeds` (the order
-    alternating, a fresh QUIJOTE_HOME each): benchmark scores, held-out loss, seconds."""
+def compare(work: Path, seeds: int, corpus: list[Path], threads: int, batch_size: int) -> dict:
+    """`--device torch` (batches of `batch_size` pairs) and `--device cpu` on `corpus`, seeds
+    1..`seeds` (the order alternating, a fresh QUIJOTE_HOME each): benchmark scores, held-out
+    loss, seconds."""
     runs: dict[str, list[dict]] = {"torch": [], "cpu": []}
     for seed in range(1, seeds + 1):
         for device in ("torch", "cpu") if seed % 2 else ("cpu", "torch"):
             name = f"{device}-{seed}"
             out = work / f"{name}.txt"
-            process, stages = quijote_train(corpus, out, work / name, device, seed, threads)
+            more = {"batch_size": batch_size} if device == "torch" else {}
+            process, stages = quijote_train(corpus, out, work / name, device, seed, threads, **more)
             meta = stages["train"][0]
             entry = {
                 "seed": seed,
@@ -356,7 +358,10 @@ def main() -> None:
         elif args.compare:
             corpus = large(corpora)[: 1 if args.corpus == "quijote" else 3]
             results["corpus"] = args.corpus
-            results["compare"] = compare(work, args.seeds, corpus, args.threads or 2)
+            results["batch_size"] = args.batch_size
+            results["compare"] = compare(
+                work, args.seeds, corpus, args.threads or 2, args.batch_size
+            )
         else:
             results["speed"] = speed(
                 work, corpora, args.device, args.words, args.threads, args.batch_size
