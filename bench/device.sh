@@ -6,13 +6,15 @@
 #
 # `prepare` downloads, for the device's Python (PYVER, 3.12), the wheels of the locked
 # packages its image lacks (WHEELS; versions from requirements.lock), copies ../shared's
-# corpora and eval/ (they do not travel by themselves) and records the commit: about 47 MB,
+# corpora and eval/ (they do not travel by themselves) and records the commit: about 43 MB,
 # under the tool's 64 MiB. `run` installs the wheels into /tmp/site and writes to $OUT:
 # nvidia-smi's report, the torch path's tests (tests/test_skipgram.py, the CUDA one included)
 # and bench/gpu.py's speed runs on CUDA (SIZES: 10M, then 50M words), each as gpu-<words>.json
-# with its log, then 10M words again in batches of WIDE pairs (16384; none when empty), as
-# gpu-<words>-b<WIDE>.json: how much the batch size moves the speed. GPU_ARGS adds gpu.py arguments; a rehearsal on the CPU, in an environment with
-# only the image's packages: SIZES=1000000 GPU_ARGS="--device torch" PYVER=3.11 for prepare.
+# with its log, then the first size again in batches of WIDE pairs (8192; none when empty),
+# as gpu-<words>-b<WIDE>.json: how much the batch size moves the speed (16384 diverges on the
+# CPU runs of the same code). GPU_ARGS adds gpu.py arguments; a rehearsal on the CPU, in an
+# environment with only the image's packages: SIZES=1000000 GPU_ARGS="--device torch", and
+# PYVER=3.11 for prepare.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WHEELS="duckdb backports.zstd typer typing_extensions rich"
@@ -51,7 +53,7 @@ run() {
         "$PYTHON" bench/gpu.py --corpora .device/shared/corpora --words "$words" \
             --out "$out/gpu-$words.json" ${GPU_ARGS:-} 2>&1 | tee "$out/gpu-$words.log"
     done
-    local wide=${WIDE-16384} first=${SIZES:-10000000}
+    local wide=${WIDE-8192} first=${SIZES:-10000000}
     first=${first%% *}
     if [ -n "$wide" ]; then
         # shellcheck disable=SC2086
