@@ -27,7 +27,7 @@ from tasks.subsample import HELDOUT_FILE, epoch_file
 VERSION = 6
 # Each epoch's pairs are written once and read once: LZ4 is quicker both ways than zstd, for
 # larger files.
-COMPRESSION = "lz4"
+COMPRESSION = "lz4_raw"  # Parquet's LZ4_RAW codec (pyarrow's "lz4" writes the same)
 
 
 def window_pairs(
