@@ -6,12 +6,14 @@ DuckDB as CSV, JSON lines or Parquet), and Ctrl-C or a timeout interrupts the qu
 from __future__ import annotations
 
 import re
+import signal
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -27,6 +29,7 @@ T = TypeVar("T")
 FORMATS = ("csv", "json", "parquet")  # what `export` writes: DuckDB's COPY formats
 BATCH_ROWS = 65_536  # rows fetched at a time while counting a preview
 COUNT_BUDGET_S = 5.0  # a preview stops counting rows after this long and says so
+POLL_S = 0.05  # how often the waiting looks for Ctrl-C, the timeout and the query's end
 
 # The keywords before the statement an EXPLAIN wraps (leading comments, ANALYZE, options).
 _EXPLAIN_PREFIX = re.compile(
@@ -121,7 +124,8 @@ def _run(
     timeout: float | None = None,
 ) -> T:  # fmt: skip
     """Check every statement, then run all but the last and call `last` on the last one, in
-    a thread: Ctrl-C (KeyboardInterrupt) or `timeout` seconds interrupt the query."""
+    a thread: Ctrl-C or `timeout` seconds interrupt the query (a KeyboardInterrupt, or a
+    QuijoteError naming the timeout)."""
 
     def work() -> T:
         statements = _read_statements(conn, sql)
@@ -129,25 +133,50 @@ def _run(
             conn.execute(statement)
         return last(statements[-1])
 
-    with ThreadPoolExecutor(1) as pool:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with ThreadPoolExecutor(1) as pool, _ctrl_c() as pressed:
         future = pool.submit(work)
-        try:
-            return future.result(timeout)
-        except FutureTimeout:
-            _interrupt(conn, future)
-            raise QuijoteError(f"query stopped after {timeout:g} s (--timeout)") from None
-        except KeyboardInterrupt:
-            _interrupt(conn, future)
-            raise
-        except duckdb.Error as error:
-            raise QuijoteError(first_line(error)) from error
+        while not pressed and (deadline is None or time.monotonic() < deadline):
+            try:
+                return future.result(POLL_S)
+            except FutureTimeout:
+                continue
+            except duckdb.Error as error:
+                if pressed:  # the query stopped by Ctrl-C
+                    break
+                raise QuijoteError(first_line(error)) from error
+        _interrupt(conn, future)
+    if pressed:
+        raise KeyboardInterrupt
+    raise QuijoteError(f"query stopped after {timeout:g} s (--timeout)")
+
+
+@contextmanager
+def _ctrl_c() -> Iterator[list[bool]]:
+    """A list that Ctrl-C (SIGINT) makes true, instead of raising KeyboardInterrupt in the
+    middle of the waiting (inside a lock of the future's, which its thread then waits on
+    forever); a second Ctrl-C raises as usual. Only in the main thread, where signals go."""
+    pressed: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+
+    def press(signum: int, frame: object) -> None:
+        pressed.append(True)
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, press)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _interrupt(conn: duckdb.DuckDBPyConnection, future: Future[T]) -> None:
     """Interrupt the connection until the work stops (it may be between two statements)."""
     while not future.done():
         conn.interrupt()
-        wait([future], 0.05)
+        wait([future], POLL_S)
 
 
 def _read_statements(conn: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:

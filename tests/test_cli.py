@@ -8,6 +8,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from models.skipgram import NVIDIA_DRIVER
 from quijote.params import Params
-from storage import warehouse
+from storage import queries, warehouse
 from storage.vectors import read_vectors
 from tasks.gate import Verdict
 from tasks.publish import StageRun
@@ -350,6 +351,21 @@ def test_ctrl_c_stops_a_long_query_with_one_line(published: Path) -> None:
     finally:
         process.kill()
     assert process.returncode == 130 and stderr == "interrupted\n" and stdout == ""
+
+
+def test_ctrl_c_while_a_query_waits_is_a_keyboard_interrupt_once_the_query_stopped(
+    published: Path,
+) -> None:
+    # Ctrl-C only marks the wait: a KeyboardInterrupt raised inside the future's lock would
+    # leave the query's thread waiting on it forever.
+    handler = signal.getsignal(signal.SIGINT)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        queries.preview(LONG_QUERY)
+    assert time.monotonic() - started < 10
+    assert signal.getsignal(signal.SIGINT) is handler
 
 
 def test_the_run_summary_keeps_each_item_on_one_line_in_a_file(home: Path) -> None:
