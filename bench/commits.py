@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from scale import disk_bytes, mb
 from speed import (
     LARGE,
     QUIJOTE,
@@ -49,11 +50,8 @@ def worktree(revision: str, directory: Path) -> str:
 
 
 def stage_disk(home: Path) -> dict[str, float]:
-    """MB (2^20 bytes) of each stage's outputs in the data directory `home`."""
-    return {
-        stage.name: round(sum(f.stat().st_size for f in stage.rglob("*") if f.is_file()) / 2**20, 1)
-        for stage in sorted((home / "stages").iterdir())
-    }
+    """MB (2^20 bytes) each stage's outputs take in the data directory `home` (as du counts)."""
+    return {stage.name: mb(disk_bytes(stage)) for stage in sorted((home / "stages").iterdir())}
 
 
 def side_by_side(trees: dict[str, Path], paths: list[Path], reps: int, work: Path) -> dict:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from speed import CORPORA, ROOT, SETTINGS, commit, cpu_name, result_path, run, save
+from speed import CORPORA, SETTINGS, commit, cpu_name, quijote, result_path, save
 
 from quijote.params import Params
 from storage.benchmarks import find_benchmarks
@@ -83,18 +83,10 @@ def build_corpus(directory: Path, corpora: Path, words: int) -> int:
 def quijote_train(
     corpus: list[Path], out: Path, home: Path, device: str, seed: int, threads: int, **more: int
 ) -> tuple[dict, dict[str, list[dict]]]:
-    """`quijote train` as a user runs it (SETTINGS and `more` settings), in the fresh data
-    directory `home`: the process (seconds, peak RSS, its JSON summary) and its stages'
-    stage.json."""
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in (SETTINGS | more).items()]
-    command = [sys.executable, "-c", "from cli.main import main; main()", "train"]
-    command += [*(f"-c{p}" for p in corpus), *flags, f"--seed={seed}", f"--threads={threads}"]
-    command += [f"--device={device}", f"--out={out}"]
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "QUIJOTE_HOME": str(home), "PYTHONPATH": path}
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    result = run(command, env)
-    result["summary"] = json.loads(result.pop("stdout").strip().splitlines()[-1])
+    """`quijote train` as a user runs it (speed.quijote: SETTINGS and `more` settings), in the
+    fresh data directory `home`: the process (seconds, peak RSS, its JSON summary) and its
+    stages' stage.json."""
+    result = quijote(corpus, out, seed, home, device=device, threads=threads, **more)
     stages: dict[str, list[dict]] = {}
     for path in sorted(home.glob("stages/*/*/stage.json")):
         stage = json.loads(path.read_text())

@@ -92,17 +92,28 @@ def run(command: list[str], env: dict[str, str] | None = None, cwd: Path | None 
 
 
 def quijote(
-    paths: list[Path], out: Path, seed: int, home: Path, tree: Path = ROOT, **env: str
+    paths: list[Path],
+    out: Path,
+    seed: int,
+    home: Path,
+    tree: Path = ROOT,
+    device: str = "cpu",
+    threads: int = THREADS,
+    env: dict[str, str] | None = None,
+    **settings: int,
 ) -> dict:
-    """`quijote train` in the data directory `home`, with the code of `tree` (this checkout,
-    or another commit's worktree) first on Python's path: the process runs in `tree`, since
-    `python -c` puts its working directory before PYTHONPATH."""
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
+    """`quijote train` (SETTINGS, and `settings` over them) in the data directory `home`, with
+    the code of `tree` (this checkout, or another commit's worktree) first on Python's path:
+    the process runs in `tree`, since `python -c` puts its working directory before
+    PYTHONPATH. The process's seconds, peak RSS and JSON summary."""
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in (SETTINGS | settings).items()]
     command = [sys.executable, "-c", "from cli.main import main; main()", "train"]
-    command += [*(f"-c{p}" for p in paths), *flags, f"--seed={seed}", f"--threads={THREADS}"]
-    command += ["--device=cpu", f"--out={out}"]
-    env = {"QUIJOTE_HOME": str(home), "PYTHONPATH": str(tree), **env}
-    result = run(command, {**os.environ, **env}, tree)
+    command += [*(f"-c{p}" for p in paths), *flags, f"--seed={seed}", f"--threads={threads}"]
+    command += [f"--device={device}", f"--out={out}"]
+    path = os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))
+    variables = {"QUIJOTE_HOME": str(home), "PYTHONPATH": path}
+    variables["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    result = run(command, {**os.environ, **variables, **(env or {})}, tree)
     result["summary"] = json.loads(result.pop("stdout").strip().splitlines()[-1])
     return result
 
@@ -205,9 +216,8 @@ def compare(paths: list[Path], reps: int, work: Path) -> dict:
             runs["quijote"], runs["quijote"][1:], strict=False)],
     }  # fmt: skip
     warm = quijote(paths, work / "warm.txt", 1, work / "home-0")
-    first = quijote(
-        paths, work / "first.txt", 1, work / "home-first", NUMBA_CACHE_DIR=str(work / "numba")
-    )
+    numba = {"NUMBA_CACHE_DIR": str(work / "numba")}
+    first = quijote(paths, work / "first.txt", 1, work / "home-first", env=numba)
     report["quijote_all_stages_reused_seconds"] = round(warm["seconds"], 2)
     report["quijote_first_compile_seconds"] = round(first["seconds"], 2)
     return report
