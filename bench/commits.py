@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scale import disk_bytes, mb
+from scale import mb
 from speed import (
     LARGE,
     QUIJOTE,
@@ -36,6 +36,8 @@ from speed import (
     save,
     stage_seconds,
 )
+
+from storage.files import disk_bytes
 
 
 def worktree(revision: str, directory: Path) -> str:

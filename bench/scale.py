@@ -58,6 +58,8 @@ import numpy as np
 import psutil
 from speed import ROOT, commit, machine, result_path, save
 
+from storage.files import disk_bytes
+
 TYPES = 4_000_000
 S, Q = 1.1, 2.7  # Zipf–Mandelbrot exponent and shift
 TOPICS = 100
@@ -206,16 +208,6 @@ def pss_kb(pid: int) -> int:
     except (OSError, ValueError):
         pass
     return 0
-
-
-def disk_bytes(path: Path) -> int:
-    """Disk use of everything under `path` (allocated blocks, as du counts)."""
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(FileNotFoundError):  # renamed or removed meanwhile
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
-    return total
 
 
 def measured(command: list[str], env: dict[str, str], home: Path) -> dict:

@@ -208,17 +208,13 @@ def run(
     from storage.benchmarks import find_benchmarks
     from storage.tables import DEFAULT_LABELLED, find_labelled
     from tasks.classify import ClassifyParams
-    from tasks.download import check_corpus
-    from tasks.sources import Reading
 
     settings = _parse_settings(set_ or [])
     classifier = _parse_settings(classify_set or [])
     check_device(Params.from_mapping(settings).device)  # reject bad parameters before any work
     ClassifyParams.from_mapping(classifier)
     table = None if labelled and labelled.lower() == "none" else labelled or DEFAULT_LABELLED
-    reading = Reading(text_field, glob)
-    for spec in corpus or []:
-        check_corpus(spec, reading)  # a missing file or text field: fail before starting Prefect
+    _check_corpora(corpus or [], text_field, glob)  # before starting Prefect
     if table:
         find_labelled(table, text_column, label_column)  # a missing file: fail before any work
     benchmarks = tuple(eval_) if eval_ else None  # None: the eval/ folder beside the mirror
@@ -236,6 +232,16 @@ def run(
         benchmarks, promote, text_field, glob, keep_runs,
     )  # fmt: skip
     _print_summary(summary)
+
+
+def _check_corpora(corpus: list[str], text_field: str | None, glob: str | None) -> None:
+    """A missing file or text field: one line before any work, with nothing written."""
+    from tasks.download import check_corpus
+    from tasks.sources import Reading
+
+    reading = Reading(text_field, glob)
+    for spec in corpus:
+        check_corpus(spec, reading)
 
 
 def _print_summary(summary: RunSummary) -> None:
@@ -324,16 +330,18 @@ def train(
     check_writable(out_file)
     started = time.perf_counter()
     from flows.train_stages import DEFAULT_CORPUS, train_stages
-    from storage.stages import shards, total
+    from storage.stages import shards, stages_lock, total
     from storage.vectors import read_vectors, write_word2vec
 
     specs = list(corpus or DEFAULT_CORPUS)
-    stages = train_stages(specs, params, orchestrated=False, text_field=text_field, glob=glob)
-    vectors = stages.train.file("vectors.parquet")
-    if format_ == "parquet":
-        _copy(vectors, out_file)
-    else:
-        write_word2vec(*read_vectors(vectors), out_file)
+    _check_corpora(specs, text_field, glob)
+    with stages_lock():  # no prune removes a stage output while this command uses it
+        stages = train_stages(specs, params, orchestrated=False, text_field=text_field, glob=glob)
+        vectors = stages.train.file("vectors.parquet")
+        if format_ == "parquet":
+            _copy(vectors, out_file)
+        else:
+            write_word2vec(*read_vectors(vectors), out_file)
     seconds = time.perf_counter() - started
     words = total(stages.tokenize, "tokens")
     summary = {
@@ -544,14 +552,11 @@ def evaluate(
 def prune(
     keep: Annotated[int, typer.Option(min=0, help="Earlier runs whose vectors to keep.")] = 3,
 ) -> None:
-    """Drop the vectors of all runs but the current one and the `keep` most recent others;
-    their rows in `runs` and their scores stay."""
-    from storage import warehouse
+    """Drop the vectors of all runs but the current one and the `keep` most recent others,
+    and the stage outputs no kept run uses; their rows in `runs` and their scores stay."""
+    from storage.pruning import prune as prune_runs
 
-    pruned = warehouse.prune(keep)
-    out.print(
-        f"pruned the vectors of {len(pruned)} run(s)" + (f": {', '.join(pruned)}" if pruned else "")
-    )
+    out.print(prune_runs(keep).describe())
 
 
 @app.command()

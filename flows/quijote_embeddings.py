@@ -14,6 +14,7 @@ from prefect import Flow, flow, get_run_logger
 from flows.train_stages import DEFAULT_CORPUS, train_stages
 from quijote.params import Params
 from storage.benchmarks import find_benchmarks
+from storage.stages import stages_lock
 from storage.tables import DEFAULT_LABELLED, find_labelled
 from tasks.evaluate import evaluate_task
 from tasks.gate import gate_task
@@ -41,9 +42,9 @@ def quijote_embeddings(
     analogy files; None: the eval/ folder beside the corpus mirror, () for none), judge them
     against the warehouse's current run, train the text classifier on `labelled` (a CSV or
     Parquet file, or a path inside the corpus mirror; None for no classifier), publish them (as
-    the current run if the vectors pass, or whatever the gate says with `promote`), prune the
-    vectors of all runs but the current one and the `keep_runs` most recent others (None: keep
-    every run's) and report.
+    the current run if the vectors pass, or whatever the gate says with `promote`) and report;
+    then prune the vectors of all runs but the current one and the `keep_runs` most recent
+    others, with the stage outputs only they used (None: keep everything).
     `params` overrides the defaults in quijote.params, `classifier` those of
     tasks.classify.ClassifyParams."""
     from tasks.classify import ClassifyParams, classify_task  # torch: not for `quijote train`
@@ -57,23 +58,25 @@ def quijote_embeddings(
     sets = find_benchmarks(benchmarks)
     if not sets:
         log.warning("no benchmark files: no evaluate stage this run")
-    started_at = datetime.now(UTC)
-    stages = train_stages(list(corpus), settings, text_field=text_field, glob=glob)
-    if sets:
-        evaluated = evaluate_task.task(stages.train, sets, settings, return_state=True).result()
-        stages = replace(stages, evaluate=evaluated)
-    verdict = gate_task(stages.train, sets, settings.restrict_vocab)
-    if table:
-        classified = classify_task.task(
-            stages.train, table, classify_settings, return_state=True
-        ).result()
-        stages = replace(stages, classify=classified)
-    summary = publish_task(
-        new_run_id(), started_at, list(corpus), settings, stages, verdict, promote
-    )
+    with stages_lock():  # no prune removes a stage output while this run uses it
+        started_at = datetime.now(UTC)
+        stages = train_stages(list(corpus), settings, text_field=text_field, glob=glob)
+        if sets:
+            evaluated = evaluate_task.task(stages.train, sets, settings, return_state=True)
+            stages = replace(stages, evaluate=evaluated.result())
+        verdict = gate_task(stages.train, sets, settings.restrict_vocab)
+        if table:
+            classified = classify_task.task(
+                stages.train, table, classify_settings, return_state=True
+            )
+            stages = replace(stages, classify=classified.result())
+        summary = publish_task(
+            new_run_id(), started_at, list(corpus), settings, stages, verdict, promote
+        )
+        summary = report_task(summary)
     if keep_runs is not None:
         prune_task(keep_runs)
-    return report_task(summary)
+    return summary
 
 
 def on_dask(workers: int = 2, address: str | None = None) -> Flow:

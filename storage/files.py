@@ -3,6 +3,7 @@ reader (or a killed run) never sees a half-written file, and a full disk is one 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -235,6 +236,19 @@ def file_sha256(path: Path) -> str:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def disk_bytes(path: Path) -> int:
+    """Disk use of the file `path`, or of everything under the directory `path` (allocated
+    blocks, as du counts; links not followed); 0 when there is nothing there."""
+    if path.is_file():
+        return path.lstat().st_blocks * 512
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):  # renamed or removed meanwhile
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
 
 
 def mapped_ahead(function: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:

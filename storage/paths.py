@@ -54,8 +54,10 @@ def warehouse_path() -> Path:
 
 
 CLASSIFIER_MODEL = "model"  # the fine-tuned classifier inside the classify stage's directory
+RUN_STAGES = "stages"  # a run directory's links to the stage outputs it used
+RUN_VECTORS = "vectors.txt"  # a run directory's copy of its vectors (word2vec text)
 
 
 def run_classifier_dir(run_id: str) -> Path:
     """Where a run's classifier is: its link to the classify stage, then the model folder."""
-    return runs_dir() / run_id / "stages" / "classify" / CLASSIFIER_MODEL
+    return runs_dir() / run_id / RUN_STAGES / "classify" / CLASSIFIER_MODEL

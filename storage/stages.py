@@ -5,11 +5,13 @@ of its inputs. An output directory is built under a temporary name and renamed i
 when complete, so a directory that exists is a finished, reusable result — also across runs.
 Its `stage.json` records the size of every file, checked on reuse: a directory whose files
 were since truncated, replaced or deleted is set aside and built again. `Stages` holds one run's
-outputs, stage by stage.
+outputs, stage by stage. A run holds `stages_lock` shared while it uses stage outputs;
+`prune_stages` removes those no kept run uses, holding it exclusively.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -17,14 +19,17 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from storage.files import remove_tree, temporary_directory, write_json
+from storage.files import disk_bytes, remove_tree, temporary_directory, write_json
 from storage.paths import stages_dir
 
 META_FILE = "stage.json"
+LOCK_FILE = ".lock"
+SET_ASIDE = ("damaged", "pruned")  # why an output was renamed `.<why>-<key>-<random>`
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +117,7 @@ def run_stage(
         logger.warning(
             "%s/%s is damaged (a file changed since it was built): rebuilding it", stage, key
         )
-        _set_aside(final)
+        _set_aside(final, "damaged")
     with temporary_directory(final.parent, key) as tmp:
         started = time.perf_counter()
         summary = dict(build(tmp))
@@ -157,11 +162,54 @@ def _intact_meta(path: Path) -> dict[str, Any] | None:
     return meta if all(sizes.get(name) == size for name, size in recorded.items()) else None
 
 
-def _set_aside(path: Path) -> None:
-    """Move a damaged stage directory out of the way (atomically), then delete it."""
-    aside = path.parent / f".damaged-{path.name}-{uuid.uuid4().hex[:8]}"
+def _set_aside(path: Path, why: str) -> None:
+    """Move a stage directory out of the way (atomically), then delete it; a process killed
+    meanwhile leaves `.<why>-…`, which the next prune removes."""
+    aside = path.parent / f".{why}-{path.name}-{uuid.uuid4().hex[:8]}"
     try:
         os.rename(path, aside)
     except FileNotFoundError:  # a concurrent run set it aside first
         return
     remove_tree(aside)
+
+
+@contextmanager
+def stages_lock(exclusive: bool = False) -> Iterator[bool]:
+    """The stage cache's lock, held for the block (the system drops it when the process ends,
+    however). Shared, by a run while it builds and reads stage outputs: it waits while a prune
+    holds it. Exclusive, by a prune, which does not wait: the block gets False while a run
+    holds it, True once it has it."""
+    root = stages_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / LOCK_FILE).open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+            held = True
+        except BlockingIOError:
+            held = False
+        yield held
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What `prune_stages` removed: finished stage outputs, and bytes of disk freed (theirs
+    and those of outputs set aside by killed processes)."""
+
+    outputs: int
+    freed: int
+
+
+def prune_stages(kept: set[Path]) -> Swept:
+    """Remove every finished stage output whose directory (resolved) is not in `kept`, and
+    what processes killed while setting one aside left; directories being built and training
+    checkpoints (`.tmp-…`, `.checkpoint-…`) stay. Only under `stages_lock(exclusive=True)`."""
+    outputs = freed = 0
+    for output in sorted(p for p in stages_dir().glob("[!.]*/*") if p.is_dir()):
+        if output.name.startswith(tuple(f".{why}-" for why in SET_ASIDE)):
+            freed += disk_bytes(output)
+            remove_tree(output)
+        elif not output.name.startswith(".") and output.resolve() not in kept:
+            freed += disk_bytes(output)
+            outputs += 1
+            _set_aside(output, "pruned")
+    return Swept(outputs, freed)

@@ -313,6 +313,22 @@ def prune(keep: int, db: Path | None = None) -> list[str]:
     return pruned
 
 
+def runs_without_vectors(db: Path | None = None) -> list[str]:
+    """The runs registered whose vectors are no longer in the warehouse (pruned), oldest
+    first; none when there is no warehouse."""
+    db = _database(db)
+    if not db.exists():
+        return []
+    with closing(connect_read_only(db)) as conn:
+        rows = conn.execute(_WITHOUT_VECTORS).fetchall()
+    return [run_id for (run_id,) in rows]
+
+
+_WITHOUT_VECTORS = """
+SELECT run_id FROM runs
+WHERE NOT is_current AND run_id NOT IN (SELECT DISTINCT run_id FROM run_vectors)
+ORDER BY finished_at, run_id"""
+
 # Runs with vectors in the warehouse, except the current one and the ? most recent others.
 _PRUNABLE = """
 SELECT run_id FROM runs

@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from quijote.params import Params
 from storage import warehouse
 from storage.files import abandoned, temporary_directory, write_json
-from storage.paths import run_classifier_dir, runs_dir
+from storage.paths import RUN_STAGES, RUN_VECTORS, run_classifier_dir, runs_dir
+from storage.pruning import Pruned, prune
 from storage.stages import StageOutput, Stages, shards, total
 from storage.vectors import read_vectors, write_word2vec
 from tasks.gate import Verdict
@@ -199,8 +200,8 @@ def publish_task(
     )
     _finish_killed_publishes()
     with temporary_directory(runs_dir(), run_id) as work:
-        _link_stages(work / "stages", stages)
-        write_word2vec(*read_vectors(vectors_path), work / "vectors.txt")
+        _link_stages(work / RUN_STAGES, stages)
+        write_word2vec(*read_vectors(vectors_path), work / RUN_VECTORS)
         write_json(work / "manifest.json", summary.to_json())
         # Registered before the rename: a run directory under its final name is always a
         # registered run. A failed registration (the warehouse busy past its wait) leaves no
@@ -226,10 +227,12 @@ def _finish_killed_publishes() -> None:
 
 
 @task(name="prune", cache_policy=NONE)
-def prune_task(keep: int) -> list[str]:
-    """Drop the vectors of all runs but the current one and the `keep` most recent others
-    (storage.warehouse.prune); returns the pruned run ids."""
-    return warehouse.prune(keep)
+def prune_task(keep: int) -> Pruned:
+    """Drop the vectors of all runs but the current one and the `keep` most recent others, and
+    the files only they used (storage.pruning.prune); logged in one line."""
+    pruned = prune(keep)
+    get_run_logger().info(pruned.describe())
+    return pruned
 
 
 def _link_stages(links: Path, stages: Stages) -> None:

@@ -145,6 +145,11 @@ def test_second_run_reuses_every_stage_and_a_change_reruns_downstream(
         held = conn.execute("SELECT DISTINCT run_id FROM run_vectors ORDER BY run_id").fetchall()
     assert [r for (r,) in runs] == [first.run_id, again.run_id, changed.run_id]
     assert [r for (r,) in held] == [again.run_id, changed.run_id]  # current, then 1 more
+    assert not (first.run_dir / "vectors.txt").exists()  # the pruned run's copy and links
+    assert not (first.run_dir / "stages").exists() and (first.run_dir / "report.md").is_file()
+    for kept in (again, changed):  # every stage output they link to is still there
+        assert (kept.run_dir / "stages" / "train" / "vectors.parquet").is_file()
+        assert (kept.run_dir / "stages" / "pairs" / "00000" / "stage.json").is_file()
 
 
 def test_report_files_and_artifacts(prefect_api, home: Path, corpus: str) -> None:
