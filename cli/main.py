@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,7 @@ def _print_version(asked: bool) -> None:
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -77,6 +79,11 @@ def _options(
     ] = False,
 ) -> None:
     """Spanish word embeddings: train skip-gram vectors and query them in SQL."""
+    # DuckDB is loaded while Ctrl-C still ends the process: a KeyboardInterrupt inside its
+    # initialisation can crash it. `quijote train` does not use it in this process.
+    if ctx.invoked_subcommand != "train":
+        import duckdb  # noqa: F401
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the command's work starts
 
 
 def main() -> None:

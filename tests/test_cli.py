@@ -353,6 +353,41 @@ def test_ctrl_c_stops_a_long_query_with_one_line(published: Path) -> None:
     assert process.returncode == 130 and stderr == "interrupted\n" and stdout == ""
 
 
+# `quijote sql` started as its console script does, with Ctrl-C arriving while typer loads.
+CTRL_C_WHILE_LOADING = """
+import importlib.abc, os, signal, sys
+
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "typer":
+            os.kill(os.getpid(), signal.SIGINT)
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["quijote", "sql", "SELECT 1"]
+from cli import main
+main()
+"""
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line(published: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_LOADING],
+        capture_output=True, text=True, env=cli_env(published), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 130 and done.stderr == "interrupted\n" and done.stdout == ""
+
+
+def test_ctrl_c_is_a_keyboard_interrupt_again_once_the_command_runs(published: Path) -> None:
+    import cli
+
+    signal.signal(signal.SIGINT, cli._interrupted_while_loading)  # as the entry point sets it
+    try:
+        assert CliRunner().invoke(app, ["sql", "SELECT 1"]).exit_code == 0
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def test_ctrl_c_while_a_query_waits_is_a_keyboard_interrupt_once_the_query_stopped(
     published: Path,
 ) -> None:
