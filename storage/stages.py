@@ -29,7 +29,7 @@ from storage.paths import stages_dir
 
 META_FILE = "stage.json"
 LOCK_FILE = ".lock"
-SET_ASIDE = ("damaged", "pruned")  # why an output was renamed `.<why>-<key>-<random>`
+SET_ASIDE = (".damaged-", ".pruned-")  # an output renamed `<prefix><key>-<random>`, then removed
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def run_stage(
         logger.warning(
             "%s/%s is damaged (a file changed since it was built): rebuilding it", stage, key
         )
-        _set_aside(final, "damaged")
+        _set_aside(final, ".damaged-")
     with temporary_directory(final.parent, key) as tmp:
         started = time.perf_counter()
         summary = dict(build(tmp))
@@ -162,10 +162,10 @@ def _intact_meta(path: Path) -> dict[str, Any] | None:
     return meta if all(sizes.get(name) == size for name, size in recorded.items()) else None
 
 
-def _set_aside(path: Path, why: str) -> None:
-    """Move a stage directory out of the way (atomically), then delete it; a process killed
-    meanwhile leaves `.<why>-…`, which the next prune removes."""
-    aside = path.parent / f".{why}-{path.name}-{uuid.uuid4().hex[:8]}"
+def _set_aside(path: Path, prefix: str) -> None:
+    """Move a stage directory out of the way (atomically) under `prefix` (one of SET_ASIDE),
+    then delete it; what a process killed meanwhile leaves, the next prune removes."""
+    aside = path.parent / f"{prefix}{path.name}-{uuid.uuid4().hex[:8]}"
     try:
         os.rename(path, aside)
     except FileNotFoundError:  # a concurrent run set it aside first
@@ -205,11 +205,11 @@ def prune_stages(kept: set[Path]) -> Swept:
     checkpoints (`.tmp-…`, `.checkpoint-…`) stay. Only under `stages_lock(exclusive=True)`."""
     outputs = freed = 0
     for output in sorted(p for p in stages_dir().glob("[!.]*/*") if p.is_dir()):
-        if output.name.startswith(tuple(f".{why}-" for why in SET_ASIDE)):
+        if output.name.startswith(SET_ASIDE):
             freed += disk_bytes(output)
             remove_tree(output)
         elif not output.name.startswith(".") and output.resolve() not in kept:
             freed += disk_bytes(output)
             outputs += 1
-            _set_aside(output, "pruned")
+            _set_aside(output, ".pruned-")
     return Swept(outputs, freed)
