@@ -53,7 +53,8 @@ def worktree(revision: str, directory: Path) -> str:
 
 def stage_disk(home: Path) -> dict[str, float]:
     """MB (2^20 bytes) each stage's outputs take in the data directory `home` (as du counts)."""
-    return {stage.name: mb(disk_bytes(stage)) for stage in sorted((home / "stages").iterdir())}
+    stages = sorted(p for p in (home / "stages").iterdir() if p.is_dir())  # not the lock file
+    return {stage.name: mb(disk_bytes(stage)) for stage in stages}
 
 
 def side_by_side(trees: dict[str, Path], paths: list[Path], reps: int, work: Path) -> dict:

@@ -30,13 +30,20 @@ CLI = "import sys; from cli.main import main; sys.argv[0] = 'quijote'; main()"
 STAGE_ROW = re.compile(r"^\| (\w+) \| no \| ([\d.]+) \|$", re.MULTILINE)
 
 
-def one_run(source: Path, home: Path) -> dict:
-    """`quijote run` from `source` (a checkout) on an empty data directory `home`."""
+def cli_env(home: Path) -> dict[str, str]:
+    """The environment of a `quijote` process on the data directory `home` (its Prefect state
+    in there too) and the corpus mirror."""
     env = {
         **os.environ, "QUIJOTE_HOME": str(home), "QUIJOTE_MIRROR": str(MIRROR),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }  # fmt: skip
     env.pop("PREFECT_HOME", None)
+    return env
+
+
+def one_run(source: Path, home: Path) -> dict:
+    """`quijote run` from `source` (a checkout) on an empty data directory `home`."""
+    env = cli_env(home)
     load = os.getloadavg()[0]
     started = time.perf_counter()
     done = subprocess.run(

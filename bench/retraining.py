@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from default_run import CLI, MIRROR
+from default_run import CLI, cli_env
 from scale import mb
 from speed import ROOT, commit, machine, result_path, save
 
@@ -30,14 +30,9 @@ PARTS = ("stages", "runs", "warehouse.duckdb")
 
 def quijote(home: Path, *args: str) -> float:
     """One `quijote` command in the data directory `home`; its seconds."""
-    env = {
-        **os.environ, "QUIJOTE_HOME": str(home), "QUIJOTE_MIRROR": str(MIRROR),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }  # fmt: skip
-    env.pop("PREFECT_HOME", None)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CLI, *args], cwd=ROOT, env=env, text=True,
-                          capture_output=True)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", CLI, *args], cwd=ROOT, env=cli_env(home),
+                          text=True, capture_output=True)  # fmt: skip
     if done.returncode != 0:
         raise SystemExit(f"quijote {' '.join(args)} failed:\n{done.stderr[-2000:]}")
     return round(time.perf_counter() - started, 2)
