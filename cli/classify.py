@@ -12,6 +12,7 @@ from quijote.errors import QuijoteError
 
 if TYPE_CHECKING:
     from storage.vectors import Vectors
+    from storage.warehouse import RegisteredRun
 
 classify_app = typer.Typer(
     help="Text classifier on top of the word vectors.",
@@ -25,7 +26,7 @@ DataOption = Annotated[Path, typer.Option("--data", help="CSV (with a header) or
 TextColumn = Annotated[str, typer.Option("--text-column", help="Column holding the text.")]
 
 
-def _current_run(instead: str) -> dict:
+def _current_run(instead: str) -> RegisteredRun:
     from storage import warehouse
 
     run = warehouse.current_run()
@@ -40,17 +41,17 @@ def _current_model() -> Path:
     from storage.paths import run_classifier_dir
 
     run = _current_run("or pass --model DIR")
-    model = run_classifier_dir(run["run_id"])
+    model = run_classifier_dir(run.run_id)
     if model.is_dir():
         return model
-    if "classifier" in run["metrics"]:
+    if "classifier" in run.metrics:
         raise QuijoteError(
-            f"the current run {run['run_id']} trained a classifier, but its model folder "
+            f"the current run {run.run_id} trained a classifier, but its model folder "
             f"{model} is missing (was the warehouse copied without the runs/ and stages/ "
             "folders beside it?): pass --model DIR"
         )
     raise QuijoteError(
-        f"the current run {run['run_id']} has no classifier (it ran without labelled "
+        f"the current run {run.run_id} has no classifier (it ran without labelled "
         "data): pass --model DIR"
     )
 
@@ -67,7 +68,7 @@ def _vectors(name: str | None) -> tuple[str, Vectors]:
         run = _current_run("or pass --vectors FILE (or --vectors none)")
     elif (run := warehouse.find_run(name)) is None:
         raise QuijoteError(f"--vectors {name}: neither a file nor a run id in the warehouse")
-    return f"run {run['run_id']}", warehouse.run_vectors(run["run_id"])
+    return f"run {run.run_id}", warehouse.run_vectors(run.run_id)
 
 
 @classify_app.command()

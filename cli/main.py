@@ -483,8 +483,8 @@ def export(
     default, write = formats[format_]
     target = out_path or Path(default)
     check_writable(target / "vectors.tsv" if format_ == "projector" else target)
-    write(*warehouse.run_vectors(run_row["run_id"]), target)
-    out.print(f"wrote {target} ({format_}, run {run_row['run_id']})")
+    write(*warehouse.run_vectors(run_row.run_id), target)
+    out.print(f"wrote {target} ({format_}, run {run_row.run_id})")
 
 
 @app.command()
@@ -538,7 +538,7 @@ def evaluate(
                 f"no run {run_id!r} in the warehouse" if run_id
                 else "no current run in the warehouse: run `quijote run` or give --vectors FILE"
             )  # fmt: skip
-        run_id = row["run_id"]
+        run_id = row.run_id
     started = time.perf_counter()
     words, matrix = warehouse.run_vectors(run_id) if vectors is None else read_vectors_file(vectors)
     rows = evaluation.score_rows(evaluation.evaluate(words, matrix, benchmarks, limit))

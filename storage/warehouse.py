@@ -582,15 +582,32 @@ def run_neighbors(
             raise QuijoteError(first_line(error)) from error
 
 
-def current_run(db: Path | None = None) -> dict[str, Any] | None:
-    """The `runs` row of the current run (params and metrics decoded), or None when there is
-    no warehouse or no current run."""
+@dataclass(frozen=True)
+class RegisteredRun:
+    """A `runs` row as read back: params and metrics decoded, paths resolved in the data
+    directory wherever it now is."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    corpus: list[str]
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    vocab_path: Path
+    vectors_path: Path
+    dim: int
+    status: str  # one of STATUSES
+    promoted_at: datetime | None  # when an operator made it current (None: the gate did)
+
+
+def current_run(db: Path | None = None) -> RegisteredRun | None:
+    """The current run, or None when there is no warehouse or no current run."""
     return find_run(None, db)
 
 
-def find_run(run_id: str | None, db: Path | None = None) -> dict[str, Any] | None:
-    """The `runs` row of `run_id` (None: the current run), params and metrics decoded and the
-    paths resolved in the data directory; None when there is no warehouse or no such run."""
+def find_run(run_id: str | None, db: Path | None = None) -> RegisteredRun | None:
+    """The run `run_id` (None: the current run); None when there is no warehouse or no such
+    run."""
     db = _database(db)
     if not db.exists():
         return None
@@ -603,13 +620,19 @@ def find_run(run_id: str | None, db: Path | None = None) -> dict[str, Any] | Non
         if row is None:
             return None
         record = dict(zip([column[0] for column in result.description or []], row, strict=True))
-    return {
-        **record,
-        "params": json.loads(record["params"]),
-        "metrics": json.loads(record["metrics"]),
-        "vocab_path": str(db.parent / record["vocab_path"]),
-        "vectors_path": str(db.parent / record["vectors_path"]),
-    }
+    return RegisteredRun(
+        run_id=record["run_id"],
+        started_at=record["started_at"],
+        finished_at=record["finished_at"],
+        corpus=record["corpus"],
+        params=json.loads(record["params"]),
+        metrics=json.loads(record["metrics"]),
+        vocab_path=db.parent / record["vocab_path"],
+        vectors_path=db.parent / record["vectors_path"],
+        dim=record["dim"],
+        status=record["status"],
+        promoted_at=record.get("promoted_at"),  # absent from a warehouse not written since
+    )
 
 
 def _database(db: Path | None) -> Path:

@@ -271,9 +271,9 @@ def gate_task(
     row = warehouse.current_run()
     if row is None:
         return judge(candidate, None)
-    heldout = row["metrics"].get("heldout_loss"), row["metrics"].get("heldout_set")
+    heldout = row.metrics.get("heldout_loss"), row.metrics.get("heldout_set")
     try:  # the warehouse's copy: the stage files may be gone
-        current = RunVectors(*warehouse.run_vectors(row["run_id"]), *heldout)
+        current = RunVectors(*warehouse.run_vectors(row.run_id), *heldout)
     except QuijoteError:  # registered before the copies, its files gone since
         current = None
-    return judge(candidate, current, benchmarks, row["run_id"], restrict_vocab)
+    return judge(candidate, current, benchmarks, row.run_id, restrict_vocab)

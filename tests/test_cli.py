@@ -231,7 +231,7 @@ def test_promote_makes_any_finished_run_current(published: Path) -> None:
     result = quijote(published, "promote", "run-2")
     assert result.returncode == 0 and "run run-2 is now current" in result.stdout
     current = warehouse.current_run()
-    assert current["run_id"] == "run-2" and current["promoted_at"] is not None
+    assert current.run_id == "run-2" and current.promoted_at is not None
     assert "molino" in quijote(published, "neighbors", "sancho", "-k", "3").stdout
     assert_one_line_error(quijote(published, "promote", "run-9"), "no run 'run-9'")
     result = quijote(published, "prune", "--keep", "0")

@@ -196,7 +196,7 @@ def test_evaluate_the_current_run_a_run_by_id_or_a_file(home: Path, tmp_path: Pa
     sim = write(tmp_path / "s.txt", "rey reina 3\nhombre mujer 2\nrey niño 1\n")
     args = ["--similarity", str(sim), "--analogies", str(questions)]
     model = tmp_path / "v.parquet"
-    model.write_bytes(Path(warehouse.current_run()["vectors_path"]).read_bytes())
+    model.write_bytes(warehouse.current_run().vectors_path.read_bytes())
     shutil.rmtree(home / "stages")  # a run's vectors are read from the warehouse's own copy
     shown = quijote(home, "evaluate", *args)
     assert shown.returncode == 0, shown.stderr

@@ -176,7 +176,7 @@ def test_damaged_stage_files_are_found_and_rebuilt(home: Path, tmp_path: Path):
 
 def test_a_damaged_current_run_is_explained_and_replaced(published: Path, tmp_path: Path):
     current = warehouse.current_run()
-    Path(current["vectors_path"]).write_bytes(b"PAR1 cut short")
+    current.vectors_path.write_bytes(b"PAR1 cut short")
     for args in (["neighbors", "rey"], ["sql", "SELECT * FROM vectors"]):  # the warehouse's copy
         assert quijote(published, *args).returncode == 0
     candidate = make_run(tmp_path, "train", OTHER_WORDS, OTHER_VECTORS).vectors_path.parent

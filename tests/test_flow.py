@@ -93,9 +93,9 @@ def test_word2vec_export_round_trip_through_gensim(prefect_api, home: Path, corp
     quijote_embeddings((corpus,), SMALL, labelled=None)
     run = warehouse.current_run()
     out = home / "vectors.txt"
-    write_word2vec(*read_vectors(Path(run["vectors_path"])), out)
+    write_word2vec(*read_vectors(run.vectors_path), out)
     loaded = KeyedVectors.load_word2vec_format(str(out), binary=False)
-    words, vectors = read_vectors(Path(run["vectors_path"]))
+    words, vectors = read_vectors(run.vectors_path)
     assert loaded.index_to_key == words
     assert np.allclose(loaded.vectors, vectors, atol=1e-5)
     by_gensim = [w for w, _ in loaded.most_similar("sancho", topn=5)]
@@ -180,7 +180,7 @@ def test_a_worse_run_is_rejected_and_kept(prefect_api, home: Path, corpus: str) 
     gate = worse.metrics.gate
     assert not gate.passed and gate.current_run == good.run_id
     assert worse.metrics.heldout_loss > good.metrics.heldout_loss
-    assert warehouse.current_run()["run_id"] == good.run_id
+    assert warehouse.current_run().run_id == good.run_id
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         statuses = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
     assert statuses == {good.run_id: "current", worse.run_id: "rejected"}
@@ -218,11 +218,11 @@ def test_a_degenerate_run_is_rejected_and_once_forced_current_never_blocks_a_goo
     degenerate, _ = run_flow(corpus, DEGENERATE)
     gate = degenerate.metrics.gate
     assert not gate.passed and gate.reasons[0].startswith("collapsed: ")
-    assert warehouse.current_run()["run_id"] == good.run_id
+    assert warehouse.current_run().run_id == good.run_id
 
     forced, _ = run_flow(corpus, DEGENERATE, promote=True)  # every stage reused
     assert not forced.metrics.gate.passed and forced.metrics.promoted
-    assert warehouse.current_run()["run_id"] == forced.run_id
+    assert warehouse.current_run().run_id == forced.run_id
     assert "made current by hand" in forced.report.read_text()
 
     recovered, _ = run_flow(corpus, {**SMALL, "seed": 2})

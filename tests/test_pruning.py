@@ -87,7 +87,7 @@ def test_prune_removes_what_only_pruned_runs_used(home: Path, two_runs: Stages) 
     assert (kept / "stages" / "pairs" / "00000" / "data.bin").is_file()
     again = prune(0)
     assert again.runs == [] and again.disk is not None and again.disk.outputs == 0
-    assert warehouse.current_run()["run_id"] == "run-2"
+    assert warehouse.current_run().run_id == "run-2"
 
 
 def test_a_run_in_progress_keeps_every_stage_output(home: Path, two_runs: Stages) -> None:

@@ -60,7 +60,7 @@ def runs() -> list[str]:
 
 def current() -> str | None:
     run = warehouse.current_run()
-    return run and run["run_id"]
+    return run and run.run_id
 
 
 def test_publish_writes_the_run_directory_and_registers_the_run(stages: Stages):

@@ -97,9 +97,14 @@ def test_a_new_run_switches_the_views_and_is_the_only_current_one(home: Path, ru
     assert queries.query("SELECT DISTINCT typeof(vector) FROM vectors")[1] == [("FLOAT[4]",)]
     current = warehouse.current_run()
     assert current is not None
-    assert current["run_id"] == "run-2"
-    assert current["params"] == {"dim": 4, "window": 5}
-    assert current["metrics"]["loss_per_epoch"] == [2.5, 1.5]
+    assert current.run_id == "run-2"
+    assert current.params == {"dim": 4, "window": 5}
+    assert current.metrics["loss_per_epoch"] == [2.5, 1.5]
+    assert current.status == "current" and current.promoted_at is None and current.dim == 4
+    assert current.vocab_path.is_file() and current.vectors_path.is_file()
+    kept = warehouse.find_run("run-1")
+    assert kept is not None and kept.status == "kept" and kept.corpus == run.corpus
+    assert warehouse.find_run("run-9") is None
 
 
 def test_a_kept_run_leaves_the_views_alone(home: Path, run: RunRecord):
@@ -109,7 +114,7 @@ def test_a_kept_run_leaves_the_views_alone(home: Path, run: RunRecord):
     assert vocab_words() == WORDS
     assert runs_table() == [("run-1", "current", True), ("run-2", "kept", False)]
     current = warehouse.current_run()
-    assert current is not None and current["run_id"] == "run-1"
+    assert current is not None and current.run_id == "run-1"
 
 
 def test_a_rejected_run_stays_queryable_by_id(home: Path, run: RunRecord):
@@ -134,7 +139,7 @@ def test_registering_a_run_again_replaces_its_row_and_keeps_it_current(run: RunR
     warehouse.register_run(again, status="kept")
     assert runs_table() == [("run-1", "current", True)]
     current = warehouse.current_run()
-    assert current is not None and current["metrics"]["loss_per_epoch"] == [1.0]
+    assert current is not None and current.metrics["loss_per_epoch"] == [1.0]
 
 
 def test_a_failed_registration_changes_nothing(home: Path, run: RunRecord):
@@ -363,6 +368,8 @@ def test_an_older_warehouse_gets_the_new_column_and_table(home: Path, run: RunRe
     with closing(duckdb.connect(str(warehouse_path()))) as conn:
         conn.execute("ALTER TABLE runs DROP COLUMN promoted_at")
         conn.execute("DROP TABLE evaluations")
+    current = warehouse.current_run()  # read-only: the column is not there yet
+    assert current is not None and current.run_id == "run-1" and current.promoted_at is None
     warehouse.register_run(make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS))
     _, rows = queries.query("SELECT run_id, promoted_at FROM runs ORDER BY run_id")
     assert rows == [("run-1", None), ("run-2", None)]
@@ -386,8 +393,8 @@ def test_the_warehouse_keeps_working_when_the_data_directory_moves(
         paths = conn.execute("SELECT vocab_path, vectors_path FROM runs").fetchall()
     assert all(not Path(path).is_absolute() for row in paths for path in row)
     current = warehouse.current_run()
-    assert current is not None and Path(current["vectors_path"]).is_file()
-    assert Path(current["vectors_path"]).is_relative_to(moved)
+    assert current is not None and current.vectors_path.is_file()
+    assert current.vectors_path.is_relative_to(moved)
 
 
 def test_an_older_warehouse_reading_parquet_by_path_gets_its_runs_copied_in(home: Path):
