@@ -202,8 +202,8 @@ LIMIT k;"""
 
 
 @dataclass(frozen=True)
-class RunRecord:
-    """A finished run, as registered in the warehouse."""
+class RunColumns:
+    """What the `runs` table holds of every run."""
 
     run_id: str
     started_at: datetime
@@ -214,6 +214,12 @@ class RunRecord:
     vocab_path: Path  # Parquet: id int32, word string, count int64 (ordered by count desc)
     vectors_path: Path  # Parquet: word string, vector fixed_size_list<float32>[dim]
     dim: int
+
+
+@dataclass(frozen=True)
+class RunRecord(RunColumns):
+    """A finished run, to register in the warehouse."""
+
     classifier: list[dict[str, Any]] = field(default_factory=list)  # a row per mode
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # a row per benchmark metric
     promoted: bool = False  # made current by an operator, whatever the gate said
@@ -583,19 +589,10 @@ def run_neighbors(
 
 
 @dataclass(frozen=True)
-class RegisteredRun:
+class RegisteredRun(RunColumns):
     """A `runs` row as read back: params and metrics decoded, paths resolved in the data
     directory wherever it now is."""
 
-    run_id: str
-    started_at: datetime
-    finished_at: datetime
-    corpus: list[str]
-    params: dict[str, Any]
-    metrics: dict[str, Any]
-    vocab_path: Path
-    vectors_path: Path
-    dim: int
     status: str  # one of STATUSES
     promoted_at: datetime | None  # when an operator made it current (None: the gate did)
 
