@@ -594,7 +594,7 @@ class RegisteredRun(RunColumns):
     directory wherever it now is."""
 
     status: str  # one of STATUSES
-    promoted_at: datetime | None  # when an operator made it current (None: the gate did)
+    promoted_at: datetime | None  # when an operator last made it current (None: never)
 
 
 def current_run(db: Path | None = None) -> RegisteredRun | None:
