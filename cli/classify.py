@@ -26,12 +26,14 @@ DataOption = Annotated[Path, typer.Option("--data", help="CSV (with a header) or
 TextColumn = Annotated[str, typer.Option("--text-column", help="Column holding the text.")]
 
 
-def _current_run(instead: str) -> RegisteredRun:
+def current_run_or_error(hint: str = "") -> RegisteredRun:
+    """The warehouse's current run; without one, an error that says to run `quijote run` first
+    (then `hint`: what else the command takes instead)."""
     from storage import warehouse
 
     run = warehouse.current_run()
     if run is None:
-        raise QuijoteError(f"no current run in the warehouse: run `quijote run` first, {instead}")
+        raise QuijoteError(f"no current run in the warehouse: run `quijote run` first{hint}")
     return run
 
 
@@ -40,7 +42,7 @@ def _current_model() -> Path:
     metrics have no classifier) from one whose model files are not on disk."""
     from storage.paths import run_classifier_dir
 
-    run = _current_run("or pass --model DIR")
+    run = current_run_or_error(", or pass --model DIR")
     model = run_classifier_dir(run.run_id)
     if model.is_dir():
         return model
@@ -65,7 +67,7 @@ def _vectors(name: str | None) -> tuple[str, Vectors]:
     if name is not None and Path(name).is_file():
         return name, read_vectors_file(Path(name))
     if name is None:
-        run = _current_run("or pass --vectors FILE (or --vectors none)")
+        run = current_run_or_error(", or pass --vectors FILE (or --vectors none)")
     elif (run := warehouse.find_run(name)) is None:
         raise QuijoteError(f"--vectors {name}: neither a file nor a run id in the warehouse")
     return f"run {run.run_id}", warehouse.run_vectors(run.run_id)

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.classify import classify_app
+from cli.classify import classify_app, current_run_or_error
 from quijote.errors import QuijoteError, first_line
 
 if TYPE_CHECKING:
@@ -470,9 +470,7 @@ def export(
     from storage.files import check_writable
     from storage.vectors import write_projector, write_vectors, write_word2vec
 
-    run_row = warehouse.current_run()
-    if run_row is None:
-        raise QuijoteError("no current run in the warehouse: run `quijote run` first")
+    run_row = current_run_or_error()
     formats = {
         "word2vec": ("vectors.txt", write_word2vec),
         "projector": ("projector", write_projector),
