@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# As the CLI does: the first start creates the database, which a loaded CI machine can take
+# well over Prefect's test-harness default of 30 s to do.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,5 +32,5 @@ def prefect_api() -> Iterator[None]:
     """One temporary Prefect API for the whole session (each start costs seconds)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=None):  # None: the setting above
         yield
