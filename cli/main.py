@@ -530,13 +530,10 @@ def evaluate(
         if not benchmarks:
             raise QuijoteError("no benchmark: give --similarity FILE or --analogies FILE")
     if vectors is None:
-        row = warehouse.find_run(run_id)
-        if row is None:
-            raise QuijoteError(
-                f"no run {run_id!r} in the warehouse" if run_id
-                else "no current run in the warehouse: run `quijote run` or give --vectors FILE"
-            )  # fmt: skip
-        run_id = row.run_id
+        if run_id is None:
+            run_id = current_run_or_error(", or give --vectors FILE").run_id
+        elif warehouse.find_run(run_id) is None:
+            raise QuijoteError(f"no run {run_id!r} in the warehouse")
     started = time.perf_counter()
     words, matrix = warehouse.run_vectors(run_id) if vectors is None else read_vectors_file(vectors)
     rows = evaluation.score_rows(evaluation.evaluate(words, matrix, benchmarks, limit))

@@ -191,10 +191,14 @@ def test_bad_benchmark_files_are_one_line_and_exit_status_2(
 
 
 def test_evaluate_the_current_run_a_run_by_id_or_a_file(home: Path, tmp_path: Path) -> None:
-    warehouse.register_run(make_run(home / "stages", "run-1", WORDS, VECTORS))
     questions = write(tmp_path / "q.txt", ": s\nhombre rey mujer reina\n")
     sim = write(tmp_path / "s.txt", "rey reina 3\nhombre mujer 2\nrey niño 1\n")
     args = ["--similarity", str(sim), "--analogies", str(questions)]
+    assert_one_line_error(
+        quijote(home, "evaluate", *args),
+        "no current run in the warehouse: run `quijote run` first, or give --vectors FILE",
+    )
+    warehouse.register_run(make_run(home / "stages", "run-1", WORDS, VECTORS))
     model = tmp_path / "v.parquet"
     model.write_bytes(warehouse.current_run().vectors_path.read_bytes())
     shutil.rmtree(home / "stages")  # a run's vectors are read from the warehouse's own copy
