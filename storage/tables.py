@@ -1,13 +1,16 @@
 """Labelled tables: where they are (a path, or a path inside the corpus mirror) and the named
 columns of a CSV or Parquet file, with one clear error for a file that is missing, unreadable,
-not UTF-8, without the column or with a quote left open; and the quote tracking that the CSV
-readers (here and the corpus's) share."""
+not UTF-8, without the column or with a quote left open; and what the Arrow readers (here and
+the corpus's) share: the quote tracking of CSV, and Python files lent to Arrow."""
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import csv
 import re
+import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +98,7 @@ def _read_csv(path: Path, columns: Sequence[str]) -> pa.Table:
         if raw.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
             raw.seek(0)
         return pacsv.read_csv(
-            QuoteTracker(raw, str(path), ",", line=1), _CSV_READ, _CSV_PARSE, only
+            for_arrow(QuoteTracker(raw, str(path), ",", line=1)), _CSV_READ, _CSV_PARSE, only
         )
 
 
@@ -176,3 +179,37 @@ class QuoteTracker:
                         self.inside, at = True, at + 1
         self.line += data.count(b"\n")
         return data
+
+
+class _Lent:
+    """A Python file as Arrow's threads read it (its attributes are the file's)."""
+
+    __slots__ = ("__weakref__", "_file")
+
+    def __init__(self, file: BinaryIO | QuoteTracker) -> None:
+        self._file = file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+_LENT: weakref.WeakSet[_Lent] = weakref.WeakSet()
+
+
+def for_arrow(file: BinaryIO | QuoteTracker) -> _Lent:
+    """`file` to hand to an Arrow reader. Arrow's threads may let go of a Python file after
+    the reader is done (a read-ahead in flight); if that happens while the interpreter exits,
+    the process aborts ("terminate called without an active exception", apache/arrow#34314),
+    so the exit waits for them. What Arrow holds is this wrapper, never referenced by Python
+    (an error's traceback holds the file's frames, not it): while it lives, Arrow holds it."""
+    lent = _Lent(file)
+    _LENT.add(lent)
+    return lent
+
+
+@atexit.register
+def wait_for_arrow(timeout_s: float = 5.0) -> None:
+    """Wait (the GIL released) until Arrow's threads have let go of every file lent to them."""
+    deadline = time.monotonic() + timeout_s
+    while _LENT and time.monotonic() < deadline:
+        time.sleep(0.001)

@@ -37,7 +37,7 @@ import regex
 from backports import zstd  # Python 3.14's compression.zstd
 
 from quijote.errors import QuijoteError, first_line
-from storage.tables import QuoteTracker
+from storage.tables import QuoteTracker, for_arrow
 
 logger = logging.getLogger(__name__)
 
@@ -368,7 +368,7 @@ def _csv(stream: BinaryIO, source: str, reading: Reading, delimiter: str) -> Ite
     if field not in names:
         raise _no_field("column", field, source, names)
     reader = pacsv.open_csv(
-        QuoteTracker(stream, source, delimiter, line=2),
+        for_arrow(QuoteTracker(stream, source, delimiter, line=2)),
         pacsv.ReadOptions(column_names=names, block_size=1 << 24),
         pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
         pacsv.ConvertOptions(include_columns=[field], column_types={field: pa.large_string()}),
@@ -380,7 +380,7 @@ def _csv(stream: BinaryIO, source: str, reading: Reading, delimiter: str) -> Ite
 def _parquet(stream: BinaryIO, source: str, reading: Reading) -> Iterator[str]:
     """The named string column of a Parquet file, a row group at a time."""
     field = reading.text_field
-    file = pq.ParquetFile(stream)
+    file = pq.ParquetFile(for_arrow(stream))
     schema = file.schema_arrow
     if field not in schema.names:
         raise _no_field("column", field, source, schema.names)

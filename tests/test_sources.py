@@ -11,6 +11,8 @@ import logging
 import lzma
 import os
 import re
+import subprocess
+import sys
 import threading
 import tracemalloc
 import unicodedata
@@ -28,7 +30,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quijote.errors import QuijoteError
-from storage.tables import QuoteTracker
+from storage import tables
+from storage.tables import QuoteTracker, read_columns
 from tasks import sources
 from tasks.sources import Format, Reading, file_format, plain_wikitext
 from tests.data import QUIJOTE
@@ -404,6 +407,48 @@ def test_parquet_text_column(tmp_path: Path) -> None:
         read(path, "text")
     with pytest.raises(QuijoteError, match=r"^cannot read b\.parquet: "):
         read(write(tmp_path / "b.parquet", b"not parquet"), "texto")
+
+
+def test_arrow_reads_python_files_only_lent(tmp_path: Path, monkeypatch) -> None:
+    """Every Python file an Arrow reader gets is lent (tables.for_arrow), so the exit waits
+    for Arrow's threads to let go of it: the corpus's CSV and Parquet, a labelled table."""
+    handed: list[type] = []
+
+    def spy(real: Callable) -> Callable:
+        def reader(file: object, *args: object) -> object:
+            handed.append(type(file))
+            return real(file, *args)
+
+        return reader
+
+    for module, name in ((pacsv, "read_csv"), (pacsv, "open_csv"), (pq, "ParquetFile")):
+        monkeypatch.setattr(module, name, spy(getattr(module, name)))
+    csv_file = write(tmp_path / "a.csv", b"texto,tema\nuno dos,a\ntres,a\n")
+    pq.write_table(pa.table({"texto": ["Uno", "Dos"]}), parquet := tmp_path / "a.parquet")
+    sources.check(csv_file, "a.csv", Reading("texto"))
+    assert read(csv_file, "texto") == ["uno dos\n\ntres"]
+    assert read(parquet, "texto") == ["Uno\n\nDos"]
+    assert read_columns(csv_file, ["tema"]) == {"tema": ["a", "a"]}
+    assert handed == [tables._Lent] * 4
+
+
+WAITS_FOR_ARROW = """
+import sys, threading, weakref
+from storage.tables import for_arrow
+held = [for_arrow(open(sys.argv[1], "rb"))]  # as an Arrow thread would hold it
+gone = weakref.ref(held[0], lambda _: print("let go"))
+threading.Thread(target=lambda: (threading.Event().wait(0.3), held.clear()), daemon=True).start()
+"""
+
+
+def test_the_exit_waits_until_arrow_lets_go_of_a_lent_file(tmp_path: Path) -> None:
+    """A Python file let go of while the interpreter exits aborts the process (apache/arrow
+    #34314: a read-ahead still in flight when a command fails right after reading)."""
+    path = write(tmp_path / "a.csv", b"a\n")
+    done = subprocess.run(
+        [sys.executable, "-c", WAITS_FOR_ARROW, str(path)], capture_output=True, text=True
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "let go\n", "")
 
 
 # --- MediaWiki ------------------------------------------------------------------------------
