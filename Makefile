@@ -21,7 +21,7 @@ run: install
 	$(BIN)/quijote run
 
 test: install lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2  # two worker processes (pytest-xdist)
 
 lint: install
 	$(BIN)/ruff check .
