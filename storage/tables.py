@@ -208,7 +208,7 @@ def for_arrow(file: BinaryIO | QuoteTracker) -> _Lent:
 
 
 @atexit.register
-def wait_for_arrow(timeout_s: float = 5.0) -> None:
+def _wait_for_arrow(timeout_s: float = 5.0) -> None:
     """Wait (the GIL released) until Arrow's threads have let go of every file lent to them."""
     deadline = time.monotonic() + timeout_s
     while _LENT and time.monotonic() < deadline:
