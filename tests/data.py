@@ -200,14 +200,13 @@ def warehouse_held(db: Path, mode: str, seconds: float) -> Iterator[subprocess.P
     """Another process holding the warehouse `db` open for `seconds`, as a run does ("write")
     or as `quijote sql` does while its query runs ("read"): yielded once it holds it, stopped
     at the end of the block."""
-    holder = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", _HOLD, str(db), mode, str(seconds)],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
-        yield holder
-    finally:
-        holder.kill()
-        holder.wait(timeout=10)
+    ) as holder:  # leaving it closes the pipe and waits for the process
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+            yield holder
+        finally:
+            holder.kill()
