@@ -204,9 +204,10 @@ def warehouse_held(db: Path, mode: str, seconds: float) -> Iterator[subprocess.P
         [sys.executable, "-c", _HOLD, str(db), mode, str(seconds)],
         stdout=subprocess.PIPE,
         text=True,
-    ) as holder:  # leaving it closes the pipe and waits for the process
+    ) as holder:  # leaving it closes the pipe
         try:
             assert holder.stdout is not None and holder.stdout.readline() == "open\n"
             yield holder
         finally:
             holder.kill()
+            holder.wait(timeout=10)
