@@ -200,14 +200,16 @@ def warehouse_held(db: Path, mode: str, seconds: float) -> Iterator[subprocess.P
     """Another process holding the warehouse `db` open for `seconds`, as a run does ("write")
     or as `quijote sql` does while its query runs ("read"): yielded once it holds it, stopped
     at the end of the block."""
-    with subprocess.Popen(
+    holder = subprocess.Popen(
         [sys.executable, "-c", _HOLD, str(db), mode, str(seconds)],
         stdout=subprocess.PIPE,
         text=True,
-    ) as holder:  # leaving it closes the pipe
-        try:
-            assert holder.stdout is not None and holder.stdout.readline() == "open\n"
-            yield holder
-        finally:
-            holder.kill()
-            holder.wait(timeout=10)
+    )
+    assert holder.stdout is not None
+    try:
+        assert holder.stdout.readline() == "open\n"
+        yield holder
+    finally:  # not Popen's own exit: after a timed-out wait it waits again, without a bound
+        holder.kill()
+        holder.stdout.close()
+        holder.wait(timeout=10)
