@@ -1,7 +1,7 @@
 """Vector quality on the eval/ benchmarks beside the corpus mirror: `quijote train` against
 gensim 4.4 at the same settings (those of bench/speed.py: the word2vec defaults, 2 threads),
 several seeds each, on the Quijote and on the Quijote + 32 novels; mean ± std of every score,
-the time the evaluation takes, and what the quality gate says of one seed against the next.
+the time the evaluation takes, and what the quality gate says of each seed against every other.
 
     .venv/bin/python bench/quality.py                 # both corpora, seeds 1-3
     .venv/bin/python bench/quality.py --corpus quijote --seeds 5
@@ -70,18 +70,18 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def gate_between_seeds(outs: list[Path], benchmarks: list) -> list[dict]:
-    """The gate's verdict on each seed's vectors against the previous seed's (a rerun of equal
-    quality: it should pass)."""
+    """The gate's verdict on each seed's vectors against every other seed's (a rerun of equal
+    quality: each should pass)."""
     verdicts = []
-    for previous, candidate in itertools.pairwise(outs):
+    for candidate, current in itertools.permutations(outs, 2):
         verdict = judge(
             RunVectors(*read_vectors_file(candidate)),
-            RunVectors(*read_vectors_file(previous)),
+            RunVectors(*read_vectors_file(current)),
             benchmarks,
-            previous.stem,
+            current.stem,
         )
-        verdicts.append({"candidate": candidate.stem, "passed": verdict.passed,
-                         "reasons": verdict.reasons})  # fmt: skip
+        verdicts.append({"candidate": candidate.stem, "current": current.stem,
+                         "passed": verdict.passed, "reasons": verdict.reasons})  # fmt: skip
     return verdicts
 
 

@@ -10,15 +10,20 @@ no worse than the current run's, judged on measures that collapsed vectors canno
   3CosAdd accuracy), and the held-out loss when both runs were measured on the same held-out
   pairs. A measure that covers too few items is "not comparable" and not judged. A measure
   fails when it drops by more than its tolerance: a fixed floor, or twice the standard error of
-  the paired difference (a seeded bootstrap over the items) when that is larger, so that a
-  rerun of equal quality is not rejected for the noise of a small benchmark.
+  the paired difference when that is larger, so that a rerun of equal quality is not rejected
+  for the noise of a small benchmark. The standard error comes from a seeded bootstrap over the
+  benchmark's independent units: the items of a similarity set; the word pairs of an analogy
+  set, whose questions pair each of a section's word pairs with every other, so that a pair's
+  vectors, placed well or badly by a rerun, sway all its questions together (a pigeonhole
+  bootstrap, Owen 2007: resample the pairs, weight each question by the product of its two
+  pairs' counts).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +32,7 @@ from prefect.cache_policies import NONE
 
 from quijote.errors import QuijoteError
 from storage import warehouse
-from storage.benchmarks import Benchmark, SimilaritySet
+from storage.benchmarks import AnalogySet, Benchmark, SimilaritySet
 from storage.stages import StageOutput
 from storage.vectors import read_vectors, unit_rows
 from tasks.evaluate import WordIndex, analogy_answers, pair_cosines, spearman
@@ -140,15 +145,30 @@ def problems(run: RunVectors) -> list[str]:
     return found
 
 
+def resamples(units: np.ndarray, count: int) -> Iterator[np.ndarray]:
+    """`count` seeded bootstrap resamples of the items, as rows with repeats: the units drawn
+    with replacement, and each item repeated as many times as the product of its units' draws
+    (`units[i]`: the units item i is built from)."""
+    rng = np.random.default_rng(0)
+    unique, numbered = np.unique(units, return_inverse=True)
+    numbered = numbered.reshape(units.shape)
+    items = np.arange(len(units))
+    for drawn in rng.integers(0, len(unique), (count, len(unique))):
+        times = np.bincount(drawn, minlength=len(unique))[numbered].prod(axis=1)
+        yield np.repeat(items, times)
+
+
 def compare(
     measure: str,
     kind: str,
     statistic: Callable[[np.ndarray, np.ndarray], float | None],
     candidate: np.ndarray,
     current: np.ndarray,
+    units: np.ndarray | None = None,
 ) -> Check:
     """Compare `statistic` of the candidate's and the current run's values on the same items;
-    `statistic(values, rows)` is taken over the items at `rows` (bootstrap resamples)."""
+    `statistic(values, rows)` is taken over the items at `rows` (bootstrap resamples of the
+    `units`, an array of the units each item is built from; by default each item its own)."""
     n = len(candidate)
     if n < MIN_ITEMS[kind]:
         note = f"{measure}: not comparable ({n} items in both runs, fewer than {MIN_ITEMS[kind]})"
@@ -157,9 +177,10 @@ def compare(
     new, old = statistic(candidate, every), statistic(current, every)
     if new is None or old is None:
         return Check(measure, new, old, n, None, None, f"{measure}: not comparable (undefined)")
-    rng = np.random.default_rng(0)
     gaps = []
-    for rows in rng.integers(0, n, (BOOTSTRAP, n)):
+    for rows in resamples(np.arange(n)[:, None] if units is None else units, BOOTSTRAP):
+        if not len(rows):
+            continue
         a, b = statistic(candidate, rows), statistic(current, rows)
         if a is not None and b is not None:
             gaps.append(a - b)
@@ -170,6 +191,22 @@ def compare(
         f"{'within' if ok else 'beyond'} the tolerance {tolerance:.3f}"
     )
     return Check(measure, new, old, n, round(tolerance, 4), ok, note)
+
+
+def question_pairs(benchmark: AnalogySet) -> np.ndarray:
+    """The two word pairs (a, b) and (c, d) of each question, numbered within the set: the
+    same section and the same words, whatever their case, are the same pair."""
+    numbers: dict[tuple[str, str, str], int] = {}
+    return np.array(
+        [
+            [
+                numbers.setdefault((section, *map(str.lower, pair)), len(numbers))
+                for pair in (question[:2], question[2:])
+            ]
+            for question, section in zip(benchmark.questions, benchmark.sections, strict=True)
+        ],
+        dtype=np.int64,
+    ).reshape(-1, 2)
 
 
 def _mean(values: np.ndarray, rows: np.ndarray) -> float:
@@ -208,10 +245,11 @@ def benchmark_checks(
             measure = f"{benchmark.name} spearman"
             checks.append(compare(measure, "similarity", rho, new_cosines, old_cosines))
         else:
-            _, new_right, _ = analogy_answers(index, new, benchmark)
+            found, new_right, _ = analogy_answers(index, new, benchmark)
             _, old_right, _ = analogy_answers(index, old, benchmark)
             measure = f"{benchmark.name} 3cosadd"
-            checks.append(compare(measure, "analogy", _mean, new_right, old_right))
+            pairs = question_pairs(benchmark)[found]
+            checks.append(compare(measure, "analogy", _mean, new_right, old_right, pairs))
     return checks
 
 

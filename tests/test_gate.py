@@ -6,17 +6,21 @@ import math
 import numpy as np
 import pytest
 
-from storage.benchmarks import SimilaritySet
+from storage.benchmarks import AnalogySet, SimilaritySet
 from storage.vectors import unit_rows
+from tasks.evaluate import WordIndex, analogy_answers
 from tasks.gate import (
     COLLAPSED_COSINE,
     LOSS_TOLERANCE,
     MIN_ITEMS,
     PROBES,
     RunVectors,
+    compare,
     judge,
     mean_pair_cosine,
     probe_scores,
+    question_pairs,
+    resamples,
 )
 
 FILLER = [f"palabra{i}" for i in range(300)]
@@ -148,3 +152,60 @@ def test_held_out_loss_compared_only_on_the_same_held_out_set() -> None:
     verdict = judge(other_set, current, current_run="r")
     assert verdict.passed and "held-out loss: not comparable" in verdict.reasons[-1]
     assert judge(vectors(seed=1, loss=2.5 * (1 + LOSS_TOLERANCE / 2)), current).passed
+
+
+def test_a_resample_repeats_each_item_by_the_product_of_its_units_draws() -> None:
+    units = np.array([[0, 1], [1, 2], [2, 0], [0, 0]])
+    rng = np.random.default_rng(0)  # what resamples draws: 3 units, 3 times
+    for drawn, rows in zip(rng.integers(0, 3, (5, 3)), resamples(units, 5), strict=True):
+        times = np.bincount(drawn, minlength=3)
+        expected = [times[a] * times[b] for a, b in units]
+        assert np.bincount(rows, minlength=4).tolist() == expected
+    alone = list(resamples(np.arange(7)[:, None], 20))
+    assert all(len(rows) == 7 for rows in alone)  # each item its own unit: n rows
+
+
+def test_question_pairs_number_a_section_s_word_pairs_whatever_their_case() -> None:
+    questions = (
+        ("Atenas", "Grecia", "Roma", "Italia"),
+        ("roma", "italia", "atenas", "grecia"),
+        ("Roma", "Italia", "París", "Francia"),
+        ("rey", "reina", "roma", "italia"),
+    )
+    sections = ("capitales", "capitales", "capitales", "otra")
+    pairs = question_pairs(AnalogySet("a", "0" * 64, questions, sections))
+    assert pairs.tolist() == [[0, 1], [1, 0], [1, 2], [3, 4]]
+
+
+def relation_run(seed: int, pairs: int, noise: float) -> RunVectors:
+    """Word pairs (x_k, y_k) with y_k = x_k + one shared relation + noise drawn from `seed`
+    (the same x_k and relation in every run): a rerun places each y_k anew."""
+    base = np.random.default_rng(0)
+    x = base.normal(size=(pairs, 32))
+    relation = base.normal(size=32)
+    y = x + relation + noise * np.random.default_rng(seed).normal(size=(pairs, 32))
+    words = [f"x{k}" for k in range(pairs)] + [f"y{k}" for k in range(pairs)] + FILLER
+    matrix = np.vstack([x, y, base.normal(size=(len(FILLER), 32))])
+    return RunVectors(words, matrix.astype(np.float32))
+
+
+def test_analogies_are_resampled_by_word_pair_so_a_rerun_s_pair_noise_is_tolerated() -> None:
+    """Every ordered pair of 40 word pairs is a question: each pair sways 78 questions at once,
+    so the word pairs, not the 1,560 questions, are the bootstrap's independent units. This
+    rerun scores 0.05 below the current run: beyond what the questions alone would tolerate."""
+    k = 40
+    questions = tuple((f"x{a}", f"y{a}", f"x{c}", f"y{c}") for a in range(k) for c in range(k)
+                      if a != c)  # fmt: skip
+    analogies = AnalogySet("rel", "0" * 64, questions, ("r",) * len(questions))
+    current, rerun = relation_run(9, k, 1.2), relation_run(1, k, 1.2)
+    verdict = judge(rerun, current, [analogies], "run-1")
+    check = next(c for c in verdict.checks if c.measure == "rel 3cosadd")
+    assert check.items == len(questions) and check.current - check.candidate > 0.04
+    assert check.passed, check.note
+    index = WordIndex(current.words)
+    right = [analogy_answers(index, unit_rows(r.vectors), analogies)[1] for r in (rerun, current)]
+    questions_alone = compare("rel", "analogy", lambda v, rows: float(v[rows].mean()), *right)
+    assert questions_alone.passed is False
+    worse = judge(relation_run(1, k, 3.0), current, [analogies], "run-1")
+    worse_check = next(c for c in worse.checks if c.measure == "rel 3cosadd")
+    assert not worse.passed and worse_check.passed is False and worse_check.candidate < 0.1
