@@ -1,0 +1,100 @@
+"""The quality gate's errors on real runs: how often it rejects a rerun that only changed its
+seed (a false rejection), and how often it lets through an under-trained run (fewer epochs,
+everything else the same). `quijote train` on the Quijote + 32 novels (the eval/ benchmarks
+cover too little of the Quijote alone), each run in a fresh QUIJOTE_HOME; every ordered pair
+of full runs is judged, and every under-trained run against every full one.
+
+    .venv/bin/python bench/gate.py                  # 6 seeds at 5 epochs, seed 1 at 1 and 2
+    .venv/bin/python bench/gate.py --seeds 4 --under 1 2 3 --corpus quijote
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from speed import LARGE, QUIJOTE, SETTINGS, commit, machine, quijote, result_path, save
+
+from storage.benchmarks import find_benchmarks
+from storage.vectors import read_vectors_file
+from tasks.gate import RunVectors, judge
+
+
+def verdicts(pairs: list[tuple[Path, Path]], benchmarks: list) -> list[dict]:
+    """The gate's verdict on each (candidate, current) pair of vectors files."""
+    found = []
+    for candidate, current in pairs:
+        verdict = judge(
+            RunVectors(*read_vectors_file(candidate)),
+            RunVectors(*read_vectors_file(current)),
+            benchmarks,
+            current.stem,
+        )
+        failed = [check.note for check in verdict.checks if check.passed is False]
+        found.append({"candidate": candidate.stem, "current": current.stem,
+                      "passed": verdict.passed, "failed": failed})  # fmt: skip
+    return found
+
+
+def tally(judged: list[dict]) -> dict:
+    """How many verdicts rejected, and which measures failed how often."""
+    measures: dict[str, int] = {}
+    for entry in judged:
+        for note in entry["failed"]:
+            name = note.split(" (")[0]
+            measures[name] = measures.get(name, 0) + 1
+    rejected = sum(not entry["passed"] for entry in judged)
+    return {"rejected": rejected, "judged": len(judged), "failed_measures": measures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=6, help="full runs, seeds 1..N")
+    parser.add_argument("--under", type=int, nargs="*", default=[1, 2], help="epochs, seed 1")
+    parser.add_argument("--corpus", choices=["quijote", "large"], default="large")
+    parser.add_argument("--out", type=Path, help="results JSON (default bench/results/…)")
+    args = parser.parse_args()
+    if args.seeds < 2:
+        raise SystemExit("--seeds must be at least 2: the gate compares two runs")
+    if any(epochs < 1 or epochs >= SETTINGS["epochs"] for epochs in args.under):
+        raise SystemExit(f"--under takes epochs from 1 to {SETTINGS['epochs'] - 1}")
+    benchmarks = find_benchmarks(None)
+    if not benchmarks:
+        raise SystemExit("no eval/ folder beside the corpus mirror")
+    out = args.out or result_path("gate")
+    paths = {"quijote": QUIJOTE, "large": LARGE}[args.corpus]
+    results: dict = {
+        "machine": machine(), "commit": commit(), "corpus": args.corpus, "settings": SETTINGS,
+        "benchmarks": {b.name: b.sha256 for b in benchmarks}, "load_start": os.getloadavg(),
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="quijote-gate-") as tmp:
+        work = Path(tmp)
+        runs = [(f"seed{seed}", seed, SETTINGS["epochs"]) for seed in range(1, args.seeds + 1)]
+        runs += [(f"epochs{epochs}", 1, epochs) for epochs in args.under]
+        files = {}
+        for name, seed, epochs in runs:
+            files[name] = work / f"{name}.txt"
+            home = Path(tempfile.mkdtemp(prefix="home-", dir=work))
+            run = quijote(paths, files[name], seed, home, epochs=epochs)
+            print(f"{name}: {run['seconds']:.1f} s", flush=True)
+        full = [files[name] for name, _, epochs in runs if epochs == SETTINGS["epochs"]]
+        under = [files[name] for name, _, epochs in runs if epochs < SETTINGS["epochs"]]
+        reseeded = verdicts(list(itertools.permutations(full, 2)), benchmarks)
+        results["reseeded"] = {**tally(reseeded), "verdicts": reseeded}
+        for path in under:
+            judged = verdicts([(path, current) for current in full], benchmarks)
+            results[path.stem] = {**tally(judged), "verdicts": judged}
+    for name in ["reseeded", *(path.stem for path in under)]:
+        summary = {k: v for k, v in results[name].items() if k != "verdicts"}
+        print(f"{name}: {summary}", flush=True)
+    save(results, out)
+
+
+if __name__ == "__main__":
+    main()
