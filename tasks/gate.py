@@ -14,9 +14,9 @@ no worse than the current run's, judged on measures that collapsed vectors canno
   for the noise of a small benchmark. The standard error comes from a seeded bootstrap over the
   benchmark's independent units: the items of a similarity set; the word pairs of an analogy
   set, whose questions pair each of a section's word pairs with every other, so that a pair's
-  vectors, placed well or badly by a rerun, sway all its questions together (a pigeonhole
-  bootstrap, Owen 2007: resample the pairs, weight each question by the product of its two
-  pairs' counts).
+  vectors, placed well or badly by a rerun, sway all its questions together (after Owen's
+  pigeonhole bootstrap, 2007: the pairs are drawn, and each question counts the product of its
+  two pairs' draws).
 """
 
 from __future__ import annotations
