@@ -54,6 +54,7 @@ GlobOption = Annotated[
         "(default: .txt files, compressed or not)."
     ),
 ]
+SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="A parameter, key=value.")]
 TopK = Annotated[int, typer.Option("-k", min=1, help="How many words.")]
 Exact = Annotated[
     bool, typer.Option(help="Compare with every word (else by cell from 50,000 words).")
@@ -170,9 +171,7 @@ def run(
     corpus: CorpusOption = None,
     text_field: TextFieldOption = None,
     glob: GlobOption = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", "-s", help="A parameter, key=value.")
-    ] = None,
+    set_: SetOption = None,
     dask: Annotated[
         int, typer.Option(min=0, help="Map the data-prep stages on a local Dask cluster of N.")
     ] = 0,
@@ -319,8 +318,10 @@ def train(
     pairs: Annotated[
         str | None, _param("pairs", "files (kept on disk for reruns) or stream (none on disk)")
     ] = None,
+    set_: SetOption = None,
 ) -> None:
-    """Train skip-gram vectors only (no warehouse), print one JSON summary line."""
+    """Train skip-gram vectors only (no warehouse), print one JSON summary line. Every
+    parameter can be given with --set; the most used have flags of their own."""
     from models.skipgram import check_device
     from quijote.params import Params
     from storage.files import check_writable
@@ -330,7 +331,12 @@ def train(
         "sample": sample, "epochs": epochs, "seed": seed, "device": device, "threads": threads,
         "batch_size": batch_size, "pairs": pairs,
     }  # fmt: skip
-    params = Params.from_mapping({k: v for k, v in given.items() if v is not None})
+    flags = {k: v for k, v in given.items() if v is not None}
+    settings = _parse_settings(set_ or [])
+    for name in sorted(set(flags) & set(settings)):
+        flag = "--" + name.replace("_", "-")
+        raise QuijoteError(f"{name} is given twice: by {flag} and by --set {name}=…; give one")
+    params = Params.from_mapping({**settings, **flags})
     if format_ not in ("word2vec", "parquet"):
         raise QuijoteError(f"unknown format {format_!r}: use word2vec or parquet")
     check_device(params.device)

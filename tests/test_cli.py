@@ -154,6 +154,22 @@ def test_unreachable_url_explains_the_mirror(home: Path, tmp_path: Path) -> None
     assert_one_line_error(result, "mirror")
 
 
+def test_train_takes_every_parameter_with_set_and_rejects_one_given_twice(
+    home: Path, slice_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "v.txt"
+    args = ["train", "-c", str(slice_file), "--out", str(out), "--dim", "16", "--epochs", "1"]
+    result = quijote(home, *args, "--set", "max_vocab=100", "-s", "lr=0.05")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["vocab"] == 100
+    for extra, message in [
+        (["--set", "epochs=2"], "epochs is given twice: by --epochs and by --set epochs="),
+        (["--set", "lr"], "expected key=value, got 'lr'"),
+        (["--set", "learning_rate=0.1"], "unknown option 'learning_rate'"),
+    ]:
+        assert_one_line_error(quijote(home, *args, *extra), message)
+
+
 @pytest.mark.parametrize(
     ("flag", "value"), [("--window", "0"), ("--dim", "0"), ("--negative", "0"), ("--sample", "0")]
 )
