@@ -136,12 +136,19 @@ def test_too_few_shared_items_are_not_comparable() -> None:
     assert verdict.passed  # the loss is comparable and no worse
 
 
-def test_only_the_words_both_runs_share_are_compared() -> None:
+def test_only_the_words_both_runs_share_are_compared_word_by_word() -> None:
+    """The current run holds 8 of the probe pairs, the same vectors in another row order: the
+    two runs score the same on the words they share."""
     candidate = vectors(seed=1, extra=["nuevo", "otro"])
-    current = vectors(seed=1, probes=PROBES[:8])
-    verdict = judge(candidate, current, current_run="run-1")
-    probe = next(c for c in verdict.checks if c.measure == "probe score")
-    assert probe.items == 8 and probe.passed is not None
+    row = {word: i for i, word in enumerate(candidate.words)}
+    words = vectors(seed=1, probes=PROBES[:8]).words[::-1]
+    current = RunVectors(words, candidate.vectors[[row[w] for w in words]], 2.5, "h1")
+    benchmark = similarity_set(candidate, 60, noise=0.5)
+    verdict = judge(candidate, current, [benchmark], current_run="run-1")
+    checks = {check.measure: check for check in verdict.checks}
+    probe, rho = checks["probe score"], checks["sim spearman"]
+    assert probe.items == 8 and probe.candidate == pytest.approx(probe.current) and probe.passed
+    assert rho.items == 60 and rho.candidate == pytest.approx(rho.current) and rho.passed
 
 
 def test_held_out_loss_compared_only_on_the_same_held_out_set() -> None:

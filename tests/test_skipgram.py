@@ -166,6 +166,10 @@ def test_resumed_from_any_checkpoint_ends_identical() -> None:
 
 
 def test_word2vec_initialisation() -> None:
+    """Input vectors uniform in [-0.5/dim, 0.5/dim] (word2vec's), output vectors zero."""
     w_in, w_out = init_embeddings(50, 10, seed=3)
     assert w_in.abs().max() <= 0.5 / 10 and w_out.abs().max() == 0
+    assert w_in.min() < -0.45 / 10 and w_in.max() > 0.45 / 10  # spread over the whole range
+    assert abs(float(w_in.mean())) < 0.05 / 10
     assert torch.equal(w_in, init_embeddings(50, 10, seed=3)[0])
+    assert not torch.equal(w_in, init_embeddings(50, 10, seed=4)[0])
