@@ -97,3 +97,20 @@ def test_a_place_that_cannot_hold_the_file_is_one_line_before_writing(tmp_path: 
             tmp.write_text("never")
     assert (tmp_path / "file.txt").read_text() == "kept"
     assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]  # no probe left behind
+
+
+def test_an_atomic_write_gets_the_permissions_of_a_new_file(tmp_path: Path) -> None:
+    """Not mkstemp's private 0600: what `open` makes under the umask (0666 & ~umask)."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("")
+    with atomic_path(tmp_path / "atomic.txt") as tmp:
+        tmp.write_text("rows\n")
+    mode = (tmp_path / "atomic.txt").stat().st_mode & 0o777
+    assert mode == plain.stat().st_mode & 0o777 == 0o666 & ~umask()
+
+
+def umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
+    current = os.umask(0o022)
+    os.umask(current)
+    return current

@@ -10,11 +10,11 @@ import pytest
 
 from quijote.params import Params
 from storage import warehouse
-from storage.paths import stages_dir
+from storage.paths import RUN_STAGES, stages_dir
 from storage.pruning import prune
 from storage.stages import StageOutput, Stages, run_stage, shards, stages_lock
 from tasks.gate import Verdict
-from tasks.publish import publish_task
+from tasks.publish import _link_stages, publish_task
 from tests.data import VECTORS, WORDS, make_run
 
 
@@ -108,3 +108,18 @@ def test_what_a_killed_prune_set_aside_goes_with_the_next(home: Path, two_runs: 
     checkpoint.mkdir()
     prune(3)
     assert not aside.exists() and checkpoint.is_dir()  # a killed training run resumes from it
+
+
+def test_a_temporary_run_directory_keeps_the_stage_outputs_it_links_to(
+    home: Path, two_runs: Stages
+) -> None:
+    """A publish killed mid-way leaves its run directory under its temporary (dot) name,
+    linked to its stages: renamed into place later, so they must stay."""
+    unfinished = stages("20")  # the stages only the killed publish uses
+    work = home / "runs" / ".tmp-run-3-0123abcd"
+    work.mkdir()
+    _link_stages(work / RUN_STAGES, unfinished)
+    pruned = prune(0)
+    assert pruned.runs == ["run-1"] and pruned.disk is not None
+    assert pruned.disk.outputs == 3  # run-1's own epochs only
+    assert outputs() == keys(two_runs) | keys(unfinished)

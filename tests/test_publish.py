@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from storage.files import ABANDONED_AFTER_S
 from storage.paths import runs_dir, warehouse_path
 from storage.stages import StageOutput, Stages
 from tasks.gate import Verdict
-from tasks.publish import RunSummary, publish_task
+from tasks.publish import RunSummary, publish_task, stage_summary
 from tests.data import OTHER_VECTORS, OTHER_WORDS, VECTORS, WORDS, make_run, warehouse_held
 
 # What `quijote sql` holds while its query runs: a read-only connection, which keeps a writer out.
@@ -151,3 +152,35 @@ def test_a_run_registered_by_a_killed_publish_gets_its_directory_from_a_later_on
     manifest = json.loads((runs_dir() / RUN_ID / "manifest.json").read_text())
     assert manifest["run_id"] == RUN_ID
     assert (runs_dir() / RUN_ID / "stages" / "pairs" / "00000" / "vectors.parquet").is_file()
+
+
+def test_the_runs_held_out_loss_is_its_last_epochs(stages: Stages):
+    """The gate compares the current run's recorded held-out loss: the last epoch's."""
+    meta = stages.train.meta | {"heldout_loss_per_epoch": [3.0, 2.5, 2.25], "heldout_set": "s"}
+    summary = publish(replace(stages, train=replace(stages.train, meta=meta)))
+    assert summary.metrics.heldout_loss == 2.25
+    manifest = json.loads((summary.run_dir / "manifest.json").read_text())
+    assert manifest["metrics"]["heldout_loss"] == 2.25
+    assert manifest["metrics"]["heldout_loss_per_epoch"] == [3.0, 2.5, 2.25]
+    assert warehouse.current_run().metrics["heldout_loss"] == 2.25
+
+
+def test_a_stage_is_reused_only_when_all_its_shards_were(stages: Stages):
+    """A per-shard stage of which one shard was built again counts as built."""
+
+    def shard(stage: str, reused: bool, seconds: float) -> StageOutput:
+        return StageOutput(stage, f"{stage}-{reused}", Path(stage), {"seconds": seconds}, reused)
+
+    run = replace(
+        stages,
+        tokenize=[shard("tokenize", True, 0.5), shard("tokenize", True, 0.25)],
+        subsample=[shard("subsample", True, 1.0), shard("subsample", False, 2.0)],
+        pairs=[shard("pairs", False, 1.0), shard("pairs", True, 0.5)],
+        vocab=replace(stages.vocab, reused=True),
+    )
+    summary = stage_summary(run)
+    assert summary["tokenize"].reused and summary["vocab"].reused
+    assert not summary["subsample"].reused and not summary["pairs"].reused
+    assert not summary["train"].reused
+    assert summary["subsample"].key == ["subsample-True", "subsample-False"]
+    assert summary["subsample"].seconds == 3.0

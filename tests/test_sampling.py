@@ -7,6 +7,7 @@ import pytest
 
 from tasks.negatives import NegativeSampler, noise_distribution
 from tasks.pairs import count_pairs, skipgram_pairs, window_pairs
+from tasks.seeding import Stream, key, rng
 from tasks.subsample import is_heldout, keep_probabilities, subsample, vocabulary_ids
 
 
@@ -49,6 +50,43 @@ def test_subsampling_is_seeded() -> None:
         for rng in (np.random.default_rng(3), np.random.default_rng(3))
     ]
     assert runs[0].equals(runs[1])
+
+
+def test_sentences_emptied_by_subsampling_are_dropped() -> None:
+    """A sentence left with no word (every word dropped, or none in the vocabulary) is not
+    written; the others keep their ids and kept words."""
+    tokens = [["a", "b"], ["b", "b"], ["fuera"], ["b", "a", "fuera"], []]
+    batch = pa.record_batch(
+        [pa.array(range(10, 15), pa.int64()), pa.array(tokens, pa.list_(pa.string()))],
+        names=["sentence_id", "tokens"],
+    )
+    keep = np.array([1.0, 0.0])  # "a" always kept, "b" never
+    out = pa.Table.from_batches(
+        list(subsample([batch], pa.array(["a", "b"]), keep, np.random.default_rng(0)))
+    )
+    assert out["sentence_id"].to_pylist() == [10, 13]
+    assert out["ids"].to_pylist() == [[0], [0]]
+
+
+def test_every_shard_draws_its_own_random_stream() -> None:
+    """Same seed, epoch and stream, another shard: other numbers (and the same ones again for
+    the same shard)."""
+    draws = [rng(1, 0, Stream.SUBSAMPLE, shard).random(8) for shard in range(4)]
+    assert np.array_equal(draws[2], rng(1, 0, Stream.SUBSAMPLE, 2).random(8))
+    assert len({tuple(d) for d in draws}) == 4
+    assert len({key(1, 0, Stream.NEGATIVES, shard) for shard in range(4)}) == 4
+
+
+def test_every_block_of_an_epoch_gets_its_own_device_seed() -> None:
+    """The GPU path seeds a block's shuffle and negatives by the block's first row: no two
+    blocks of an epoch (nor one block in two epochs) share a seed."""
+    sampler = NegativeSampler(noise_distribution(np.array([5, 3, 1])), k=3, seed=9)
+    firsts = range(0, 10 * 4096, 4096)
+    seeds = [sampler.block_seed(0, first) for first in firsts]
+    assert len(set(seeds)) == len(seeds)
+    assert seeds == [sampler.block_seed(0, first) for first in firsts]
+    assert sampler.block_seed(1, 0) not in seeds
+    assert all(0 <= seed < 2**64 for seed in seeds)
 
 
 def test_window_distances_follow_the_dynamic_window() -> None:

@@ -1,9 +1,20 @@
+from pathlib import Path
+
 import pyarrow as pa
+import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tasks.tokenize as tokenize_module
-from tasks.tokenize import MAX_SENTENCE_WORDS, WORD, split_sentences, tokenize
+from tasks.download import download
+from tasks.tokenize import (
+    MAX_SENTENCE_WORDS,
+    SHARD_BITS,
+    WORD,
+    split_sentences,
+    tokenize,
+    tokenize_task,
+)
 from tests.data import QUIJOTE
 
 
@@ -74,3 +85,19 @@ def test_streamed_and_whole_sentences_give_the_same_words(monkeypatch) -> None:
     monkeypatch.setattr(tokenize_module, "STREAM_CHARS", 0)  # every sentence word by word
     assert list(split_sentences(text)) == whole
     assert [len(piece) for piece in whole[-3:]] == [MAX_SENTENCE_WORDS, MAX_SENTENCE_WORDS, 500]
+
+
+def test_sentence_ids_are_unique_across_documents(home: Path, tmp_path: Path) -> None:
+    """Shard n numbers its sentences from n << SHARD_BITS: no id is in two shards, as the
+    held-out split (a hash of the id) needs."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, text in enumerate(["Uno. Dos. Tres.", "Cuatro. Cinco.", "Seis. Siete. Ocho."]):
+        (corpus / f"parte-{i}.txt").write_text(text + "\n", encoding="utf-8")
+    documents = download([str(corpus)])
+    sentences = [tokenize_task(documents, shard) for shard in range(3)]
+    ids = [pq.read_table(s.file("sentences.parquet"))["sentence_id"].to_pylist() for s in sentences]
+    assert [len(shard) for shard in ids] == [3, 2, 3]
+    for shard, shard_ids in enumerate(ids):
+        assert shard_ids == [(shard << SHARD_BITS) + i for i in range(len(shard_ids))]
+    assert len({i for shard_ids in ids for i in shard_ids}) == 8

@@ -142,3 +142,72 @@ def test_stages_items_are_the_stages_that_ran_in_pipeline_order() -> None:
     every = replace(classified, evaluate=output("evaluate"))
     assert [name for name, _ in every.items()] == [*trained, "evaluate", "classify"]
     assert all(shards(o)[0].stage == name for name, o in every.items())
+
+
+def plain_stages(corpus: list[str], params: Params) -> dict[str, list[StageOutput]]:
+    """The outputs of the stages from download to negatives (per stage, one per shard), run
+    as plain calls in this process: no workers, no training."""
+    from tasks.negatives import negatives_task
+
+    def call(stage, *args) -> StageOutput:
+        return stage(*args)
+
+    def each(stage, *args) -> list[StageOutput]:
+        shards = max(len(a) for a in args if isinstance(a, list))
+        return [stage(*(a[i] if isinstance(a, list) else a for a in args)) for i in range(shards)]
+
+    prepared = flows.train_stages.prepare(corpus, params, call, each, None, None)
+    outputs = {**vars(prepared), "negatives": negatives_task(prepared.vocab, params)}
+    return {name: shards(output) for name, output in outputs.items()}
+
+
+@pytest.mark.parametrize(
+    ("change", "rebuilt"),
+    [
+        ({"heldout": 0.2}, ["subsample", "pairs"]),
+        ({"seed": 2}, ["subsample", "pairs", "negatives"]),
+        ({"sample": 1e-2}, ["subsample", "pairs"]),
+        ({"subsample_rule": "paper"}, ["subsample", "pairs"]),
+        ({"epochs": 1}, ["subsample", "pairs"]),
+        ({"window": 2}, ["pairs"]),
+        ({"negative": 3}, ["negatives"]),
+        ({"min_count": 3}, ["vocab", "subsample", "pairs", "negatives"]),
+        ({"dim": 4, "lr": 0.05, "batch_size": 64}, []),  # the train stage's alone
+    ],
+    ids=lambda value: "-".join(value) if isinstance(value, dict) else None,
+)
+def test_each_setting_changes_the_keys_of_the_stages_that_depend_on_it(
+    home: Path, tmp_path: Path, change: dict[str, object], rebuilt: list[str]
+) -> None:
+    """A changed setting gives new keys to the stages it feeds and to those that read them,
+    which are built again; every other stage is reused."""
+    corpus = [str(three_documents(tmp_path / "corpus"))]
+    before = plain_stages(corpus, PARAMS)
+    after = plain_stages(corpus, PARAMS.with_(**change))
+    keys = {name: [o.key for o in outputs] for name, outputs in before.items()}
+    new_keys = [name for name, outputs in after.items() if [o.key for o in outputs] != keys[name]]
+    built = [name for name, outputs in after.items() if not all(o.reused for o in outputs)]
+    assert new_keys == built == rebuilt
+
+
+def test_a_new_seed_gives_the_negatives_sampler_that_seed(home: Path, tmp_path: Path) -> None:
+    """The sampler's seed is the one the negatives stage recorded: another seed must not reuse
+    the output of the first."""
+    from tasks.negatives import NegativeSampler
+
+    corpus = [str(three_documents(tmp_path / "corpus"))]
+    (first,) = plain_stages(corpus, PARAMS)["negatives"]
+    (reseeded,) = plain_stages(corpus, PARAMS.with_(seed=7))["negatives"]
+    assert not reseeded.reused and reseeded.key != first.key
+    assert NegativeSampler.load(first).seed == PARAMS.seed
+    assert NegativeSampler.load(reseeded).seed == 7
+
+
+def test_every_epoch_is_a_fresh_subsampling_draw(home: Path, tmp_path: Path) -> None:
+    """Each epoch's file subsamples the shard's sentences anew."""
+    corpus = [str(three_documents(tmp_path / "corpus"))]
+    for shard in plain_stages(corpus, PARAMS.with_(epochs=3))["subsample"]:
+        epochs = [pq.read_table(shard.file(epoch_file(e)))["ids"].to_pylist() for e in range(3)]
+        assert all(epochs)
+        assert all(ids != other for ids, other in pairwise(epochs))
+        assert len(set(shard.meta["kept_words_per_epoch"])) > 1

@@ -7,11 +7,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from gensim.models import KeyedVectors
 
+from quijote.errors import QuijoteError
 from storage.vectors import (
     number_lines,
     read_vectors,
+    read_vectors_file,
+    unit_rows,
     write_projector,
     write_vectors,
     write_word2vec,
@@ -48,3 +52,16 @@ def test_lines_are_the_same_whatever_the_chunk_size() -> None:
     whole = "".join(number_lines(matrix, " ", words))
     assert whole == "".join(number_lines(matrix, " ", words, rows=2))
     assert whole.splitlines()[1] == "b " + " ".join(str(x) for x in matrix[1])
+
+
+def test_a_zero_row_stays_a_zero_row_when_scaled_to_unit_length() -> None:
+    units = unit_rows(np.array([[3, 4], [0, 0]], dtype=np.float32))
+    np.testing.assert_array_equal(units, np.array([[0.6, 0.8], [0, 0]], dtype=np.float32))
+    assert units.dtype == np.float32
+
+
+def test_a_truncated_word2vec_file_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "v.txt"
+    path.write_text("3 2\nrey 1 0\nreina 0 1\n")  # the header says 3 words, 2 follow
+    with pytest.raises(QuijoteError, match=r"v\.txt says 3 words but has 2$"):
+        read_vectors_file(path)

@@ -142,6 +142,17 @@ def test_registering_a_run_again_replaces_its_row_and_keeps_it_current(run: RunR
     assert current is not None and current.metrics["loss_per_epoch"] == [1.0]
 
 
+def test_registering_a_run_again_leaves_one_copy_of_its_vocab_and_vectors(run: RunRecord):
+    warehouse.register_run(run, status="kept")
+    for sql in (
+        "SELECT run_id, count(*) FROM run_vocab GROUP BY run_id",
+        "SELECT run_id, count(*) FROM run_vectors GROUP BY run_id",
+    ):
+        assert queries.query(sql)[1] == [("run-1", len(WORDS))], sql
+    near = [w for w, _ in warehouse.run_neighbors("run-1", "rey", 10)]
+    assert sorted(near) == sorted(set(WORDS) - {"rey"})  # each word once
+
+
 def test_a_failed_registration_changes_nothing(home: Path, run: RunRecord):
     broken = make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS)
     with pytest.raises(QuijoteError, match="cannot register run run-2"):
