@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from storage.cells import build_cells, cell_count
+from storage.cells import _recentred, build_cells, cell_count
 from storage.vectors import unit_rows
 
 
@@ -52,3 +52,25 @@ def test_more_cells_asked_than_words_gives_one_per_word():
     cells = build_cells(vectors, cells=10)
     assert len(cells.centroids) == 5 and len(cells.cell) == 5
     assert cell_count(0) == 1 and cell_count(1024) == 1 and cell_count(1025) == 2
+
+
+def test_an_empty_cell_keeps_its_centroid_in_the_middle_or_last():
+    """Cells 1 and 3 have no members: they keep their centroids (not a neighbour's vector, and
+    the last one does not run past the members); the others move to their members' mean."""
+    units = unit_rows(np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+    centroids = unit_rows(np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]]))
+    moved = _recentred(units, np.array([0, 0, 2]), centroids)
+    expected = np.array([[1, 1] / np.sqrt(2), centroids[1], [-1, 0], centroids[3]])
+    assert np.allclose(moved, expected)
+    middle = _recentred(units, np.array([0, 0, 2]), centroids[:3])
+    assert np.allclose(middle, expected[:3])
+
+
+def test_duplicate_vectors_leave_cells_empty_without_harm():
+    """Two distinct directions asked for four cells: two cells stay empty through k-means."""
+    vectors = np.array([[1, 0, 0]] * 3 + [[0, 1, 0]] * 3, dtype=np.float32)
+    for seed in range(4):
+        cells = build_cells(vectors, cells=4, seed=seed)
+        assert len(cells.centroids) == 4 and len(np.unique(cells.cell)) == 2
+        similarities = unit_rows(vectors) @ cells.centroids.T
+        assert np.array_equal(cells.cell, similarities.argmax(1))

@@ -30,6 +30,7 @@ from storage.vectors import read_vectors_file, word2vec_lines
 from tasks.classify import (
     ClassifyParams,
     RowAdam,
+    Split,
     accuracy,
     classify_task,
     compare_modes,
@@ -104,6 +105,18 @@ def test_a_label_with_two_examples_keeps_one_in_training() -> None:
     train_rows, validation_rows = stratified_split(["a"] * 10 + ["b"] * 2, 0.2, seed=1)
     assert len(validation_rows) == 3 and len(train_rows) == 9
     assert 10 in train_rows or 11 in train_rows
+
+
+@pytest.mark.parametrize(
+    ("rows", "share", "held"),
+    [(13, 0.2, 3), (12, 0.2, 2), (5, 0.5, 3), (7, 0.3, 2), (8, 0.3, 2)],
+)
+def test_each_label_holds_out_its_rounded_share(rows: int, share: float, held: int) -> None:
+    """round(n * share), not its floor: 13 rows at 0.2 (2.6) hold out 3."""
+    labels = ["a"] * rows + ["b"] * rows
+    train_rows, validation_rows = stratified_split(labels, share, seed=1)
+    assert [labels[i] for i in validation_rows].count("a") == held
+    assert len(validation_rows) == 2 * held and len(train_rows) == 2 * (rows - held)
 
 
 def test_metrics_match_hand_computed_values() -> None:
@@ -226,6 +239,51 @@ def test_compare_modes_uses_one_split_and_the_same_seeds() -> None:
     again, again_metrics = fit_and_evaluate(texts, labels, tiny_vectors(), FAST)
     assert metrics == {k: again_metrics[k] for k in metrics}
     assert torch.equal(model.module.embedding.weight, again.module.embedding.weight)
+
+
+def test_compare_modes_reports_the_mean_and_sample_std_of_consecutive_seeds() -> None:
+    """Seeds seed, seed+1, seed+2 train different models; the std is over them with ddof=1."""
+    texts, labels = tokenized()
+    params = FAST.with_(mode="random", dim=8, epochs=1, seeds=3, seed=4)
+    train_rows, validation_rows = stratified_split(labels, params.validation, params.seed)
+    part = [
+        ([texts[i] for i in rows], [labels[i] for i in rows])
+        for rows in (train_rows, validation_rows)
+    ]
+    split = Split(part[0], part[1], None)
+    each = [split.fit(params.with_(seed=seed), False)[0] for seed in (4, 5, 6)]
+    [row] = compare_modes(texts, labels, None, params).rows
+    for metric in ("accuracy", "macro_f1"):
+        values = np.array([metrics[metric] for metrics in each])
+        assert len(set(values)) > 1  # one epoch: the seeds give different models
+        assert row[metric] == pytest.approx(values.mean())
+        assert row[f"{metric}_std"] == pytest.approx(values.std(ddof=1))
+        assert row[f"{metric}_std"] != pytest.approx(values.std(ddof=0))
+
+
+def test_compare_modes_trains_every_mode_with_each_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every mode gets params.seed .. params.seed + seeds - 1; the row's std has ddof=1."""
+    jobs_seen: list[tuple[str, int, bool]] = []
+    model = object()
+
+    def fake_fit_each(split: Split, jobs: list[tuple[ClassifyParams, bool]]) -> list:
+        """Metrics that tell the seed; the 'model' where it is kept."""
+        jobs_seen.extend((params.mode, params.seed, keep) for params, keep in jobs)
+        metrics = [{"accuracy": p.seed / 10, "macro_f1": p.seed**2 / 100} for p, _ in jobs]
+        return [(m, model if keep else None) for m, (_, keep) in zip(metrics, jobs, strict=True)]
+
+    monkeypatch.setattr("tasks.classify._fit_each", fake_fit_each)
+    texts, labels = tokenized()
+    comparison = compare_modes(texts, labels, tiny_vectors(), FAST.with_(seeds=3, seed=7))
+    for mode in ("finetune", "frozen", "random"):
+        mine = sorted((seed, keep) for m, seed, keep in jobs_seen if m == mode)
+        assert mine == [(7, True), (8, False), (9, False)]
+        assert comparison.first[mode][0] is model
+        assert comparison.first[mode][1]["accuracy"] == pytest.approx(0.7)
+    for row in comparison.rows:
+        assert row["accuracy"] == pytest.approx(0.8)
+        assert row["accuracy_std"] == pytest.approx(np.std([0.7, 0.8, 0.9], ddof=1))
+        assert row["macro_f1_std"] == pytest.approx(np.std([0.49, 0.64, 0.81], ddof=1))
 
 
 def test_compare_modes_trains_the_same_models_in_workers_and_in_turn(

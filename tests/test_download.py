@@ -260,6 +260,17 @@ def test_url_retries_timeouts(
     assert dl.fetch(url, None, tmp_path)[0].sha256 == sha(BOOK)
 
 
+def test_url_retries_too_many_requests(tmp_path: Path, server: Server) -> None:
+    """HTTP 429 is transient, unlike the other 4xx: retried, then given up after three."""
+    url = server.serve("/busy.txt", Reply(429), Reply(429), Reply(200, BOOK))
+    [raw] = dl.fetch(url, None, tmp_path)
+    assert raw.sha256 == sha(BOOK) and server.routes["/busy.txt"].hits == 3
+    url = server.serve("/always-busy.txt", Reply(429))
+    with pytest.raises(QuijoteError, match=r"\(HTTP 429 "):
+        dl.fetch(url, None, tmp_path)
+    assert server.routes["/always-busy.txt"].hits == 3
+
+
 def test_url_gives_up_after_three_server_errors(tmp_path: Path, server: Server) -> None:
     url = server.serve("/down.txt", Reply(500))
     with pytest.raises(QuijoteError, match="HTTP 500"):
@@ -299,6 +310,19 @@ def test_url_size_bound(
         dl.fetch(url, None, tmp_path)
     assert server.routes["/big.txt"].hits == 1
     assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+def test_url_of_exactly_the_size_limit_is_downloaded(
+    tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch, content_length: bool
+) -> None:
+    monkeypatch.setattr(dl, "MAX_BYTES", len(BOOK))
+    url = server.serve("/exact.txt", Reply(200, BOOK), content_length=content_length)
+    [raw] = dl.fetch(url, None, tmp_path)
+    assert raw.path.read_bytes() == BOOK and files_in(tmp_path) == [raw.path.name]
+    monkeypatch.setattr(dl, "MAX_BYTES", len(BOOK) - 1)
+    with pytest.raises(QuijoteError, match="larger than the download limit"):
+        dl.fetch(url, None, tmp_path / "other")
 
 
 def test_url_redirecting_forever_fails_in_one_line(tmp_path: Path, server: Server) -> None:

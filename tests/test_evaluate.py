@@ -11,8 +11,11 @@ import pytest
 from gensim.models import KeyedVectors
 from scipy.stats import spearmanr
 
+from quijote.errors import QuijoteError
+from quijote.params import Params
 from storage import warehouse
 from storage.benchmarks import ANALOGY, SIMILARITY, read_benchmark, read_benchmarks
+from storage.stages import StageOutput
 from storage.vectors import word2vec_lines
 from tasks import evaluate as evaluation
 from tasks.evaluate import WordIndex, evaluate, fold, spearman
@@ -237,3 +240,76 @@ def test_default_benchmarks_are_the_eval_folder_beside_the_mirror() -> None:
     names = {b.name: b.kind for b in find_benchmarks(None)}
     assert names == {"es_rg65": SIMILARITY, "es_ws353": SIMILARITY, "es_analogy_dev": ANALOGY}
     assert find_benchmarks(()) == []
+
+
+@pytest.mark.parametrize("score", ["nan", "inf", "-Infinity"])
+def test_a_non_finite_similarity_score_is_an_error_naming_its_line(
+    tmp_path: Path, score: str
+) -> None:
+    path = write(tmp_path / "sim.txt", f"rey reina 3\nhombre mujer {score}\nrey niño 1\n")
+    with pytest.raises(QuijoteError, match=f"line 2 of .*sim.txt: the score '{score}' is not fin"):
+        read_benchmark(path, SIMILARITY)
+
+
+def test_comment_lines_are_ignored_in_similarity_and_analogy_files(tmp_path: Path) -> None:
+    """`#` lines anywhere, even first (where an analogy file's kind is told), are skipped."""
+    sim = write(
+        tmp_path / "sim.txt",
+        "# pares traducidos de RG65\nrey reina 3\n# otra nota: de la versión 2\nhombre mujer 2\n",
+    )
+    similarity = read_benchmark(sim)
+    assert similarity.kind == SIMILARITY
+    assert similarity.pairs == (("rey", "reina"), ("hombre", "mujer"))
+    assert similarity.scores == (3.0, 2.0)
+    text = "# analogías: a b c\n: realeza\nhombre rey mujer reina\n# a b c d\n: familia\n" + (
+        "hombre mujer niño niña\n"
+    )
+    for kind in (None, ANALOGY):
+        analogies = read_benchmark(write(tmp_path / "q.txt", text), kind)
+        assert analogies.kind == ANALOGY
+        assert analogies.questions == (
+            ("hombre", "rey", "mujer", "reina"), ("hombre", "mujer", "niño", "niña")
+        )  # fmt: skip
+        assert analogies.sections == ("realeza", "familia")
+
+
+def test_score_table_shows_analogy_sections_unless_told_not_to() -> None:
+    """`quijote evaluate` shows each analogy section under its benchmark; the run summary and
+    the report (sections=False) show the benchmarks alone."""
+    rows = [
+        {"benchmark": "sim", "metric": "spearman", "value": 0.5, "found": 3, "total": 4},
+        {"benchmark": "q", "metric": "3cosadd", "value": 0.75, "found": 4, "total": 5},
+        {"benchmark": "q/realeza", "metric": "3cosadd", "value": 1.0, "found": 2, "total": 2},
+        {"benchmark": "q/familia", "metric": "3cosadd", "value": None, "found": 0, "total": 3},
+    ]
+    header, lines = evaluation.score_table(rows)
+    assert header == ["benchmark", "found / total", "spearman", "3cosadd"]
+    assert lines == [
+        ["sim", "3 / 4", "0.500", ""],
+        ["q", "4 / 5", "", "0.750"],
+        ["  realeza", "2 / 2", "", "1.000"],
+        ["  familia", "0 / 3", "", "–"],
+    ]
+    assert evaluation.score_table(rows, sections=False)[1] == lines[:2]
+
+
+def test_an_edited_benchmark_file_with_the_same_name_is_scored_again(
+    home: Path, tmp_path: Path
+) -> None:
+    """The evaluate stage's key covers each benchmark file's content: editing a file (same
+    name) builds a new output with the new scores, the same content reuses the old one."""
+    record = make_run(tmp_path / "train", "t", WORDS, VECTORS)
+    trained = StageOutput("train", "trained-key", record.vectors_path.parent)
+    path = tmp_path / "sim.txt"
+    write(path, "rey reina 3\nhombre mujer 2\nrey niño 1\n")
+    first = evaluation.evaluate_task(trained, [read_benchmark(path)], Params())
+    write(path, "rey reina 1\nhombre mujer 2\nrey niño 3\n")
+    edited = read_benchmark(path)
+    second = evaluation.evaluate_task(trained, [edited], Params())
+    assert not second.reused and second.key != first.key and second.path != first.path
+    (expected,) = evaluate(WORDS, VECTORS, [edited])
+    (row,) = second.meta["rows"]
+    assert row["value"] == pytest.approx(expected.value)
+    assert row["value"] != pytest.approx(first.meta["rows"][0]["value"])
+    again = evaluation.evaluate_task(trained, [read_benchmark(path)], Params())
+    assert again.reused and again.key == second.key

@@ -8,17 +8,21 @@ import pytest
 
 from storage.benchmarks import AnalogySet, SimilaritySet
 from storage.vectors import unit_rows
-from tasks.evaluate import WordIndex, analogy_answers
+from tasks import gate
+from tasks.evaluate import WordIndex, analogy_answers, evaluate
 from tasks.gate import (
     COLLAPSED_COSINE,
+    FLOORS,
     LOSS_TOLERANCE,
     MIN_ITEMS,
     PROBES,
+    SPREAD_WORDS,
     RunVectors,
     compare,
     judge,
     mean_pair_cosine,
     probe_scores,
+    problems,
     question_pairs,
     resamples,
 )
@@ -216,3 +220,72 @@ def test_analogies_are_resampled_by_word_pair_so_a_rerun_s_pair_noise_is_tolerat
     worse = judge(relation_run(1, k, 3.0), current, [analogies], "run-1")
     worse_check = next(c for c in worse.checks if c.measure == "rel 3cosadd")
     assert not worse.passed and worse_check.passed is False and worse_check.candidate < 0.1
+
+
+def test_the_tolerance_is_twice_the_bootstrap_standard_error_of_the_difference() -> None:
+    """100 analogy answers, the candidate 0.06 below: within twice the standard error (0.062),
+    beyond once (0.031)."""
+    rng = np.random.default_rng(5)
+    old = (rng.random(100) < 0.6).astype(float)
+    new = old.copy()
+    new[rng.choice(np.flatnonzero(old == 1), 8, replace=False)] = 0
+    new[rng.choice(np.flatnonzero(old == 0), 2, replace=False)] = 1
+    gaps = [new[rows].mean() - old[rows].mean() for rows in resamples(np.arange(100)[:, None], 200)]
+    error = float(np.std(gaps))
+    assert FLOORS["analogy"] < error < old.mean() - new.mean() < 2 * error
+    check = compare("m", "analogy", lambda v, rows: float(v[rows].mean()), new, old)
+    assert check.tolerance == pytest.approx(round(2 * error, 4))
+    assert check.passed and "within the tolerance" in check.note
+
+
+def test_the_benchmark_comparison_searches_only_the_restrict_vocab_most_frequent_words() -> None:
+    """As evaluate does: with restrict_vocab=N, only pairs of the N most frequent shared words
+    count, and the candidate's ρ is evaluate's."""
+    current = vectors(seed=1)
+    candidate = vectors(seed=2)
+    benchmark = similarity_set(current, 150, noise=0.5)
+    limit = 174
+    (expected,) = evaluate(candidate.words, candidate.vectors, [benchmark], limit)
+    (everything,) = evaluate(candidate.words, candidate.vectors, [benchmark])
+    assert MIN_ITEMS["similarity"] <= expected.found < everything.found == 150
+    verdict = judge(candidate, current, [benchmark], "run-1", restrict_vocab=limit)
+    check = next(c for c in verdict.checks if c.measure == "sim spearman")
+    assert check.items == expected.found
+    assert check.candidate == pytest.approx(expected.value)
+    unrestricted = judge(candidate, current, [benchmark], "run-1")
+    assert next(c for c in unrestricted.checks if c.measure == "sim spearman").items == 150
+
+
+def test_a_mean_pair_cosine_at_exactly_the_limit_is_collapsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = vectors(seed=4, probes=())
+    cosine = mean_pair_cosine(unit_rows(run.vectors[:SPREAD_WORDS]))
+    monkeypatch.setattr(gate, "COLLAPSED_COSINE", cosine)
+    (reason,) = problems(run)
+    assert reason.startswith("collapsed: the 200 most frequent words")
+    monkeypatch.setattr(gate, "COLLAPSED_COSINE", float(np.nextafter(cosine, 1.0)))
+    assert problems(run) == []
+
+
+def test_exactly_the_minimum_of_probe_pairs_is_judged() -> None:
+    probes = PROBES[: MIN_ITEMS["probes"]]
+    (reason,) = problems(vectors(related=False, probes=probes))
+    assert "no closer than random words" in reason and "over 6 pairs" in reason
+    assert problems(vectors(related=False, probes=probes[:-1])) == []
+    verdict = judge(vectors(seed=2, probes=probes), vectors(seed=1), current_run="run-1")
+    probe = next(c for c in verdict.checks if c.measure == "probe score")
+    assert probe.items == 6 and probe.passed is not None
+
+
+def test_exactly_the_minimum_of_items_is_comparable() -> None:
+    current = vectors(seed=1)
+    smallest = similarity_set(current, MIN_ITEMS["similarity"])
+    verdict = judge(vectors(seed=1), current, [smallest], "run-1")
+    check = next(c for c in verdict.checks if c.measure == "sim spearman")
+    assert check.items == 20 and check.passed is True and "not comparable" not in check.note
+    right = np.arange(MIN_ITEMS["analogy"]) % 2 == 0
+    analogy = compare("a", "analogy", lambda v, rows: float(v[rows].mean()), right, right)
+    assert analogy.items == 100 and analogy.passed is True
+    fewer = compare("a", "analogy", lambda v, rows: float(v[rows].mean()), right[1:], right[1:])
+    assert fewer.passed is None

@@ -142,3 +142,29 @@ def test_the_sigmoid_tables_are_exact_to_a_few_millionths() -> None:
     ):
         interpolated = np.array([_interpolate(table, v) for v in x])
         assert (np.abs(interpolated - function) / np.maximum(function, 1)).max() < 3e-6
+
+
+def test_kernel_heldout_loss_is_the_loss_of_the_context_predicting_the_center() -> None:
+    """KernelTrainer.heldout_loss against the loss computed from the weights in float64: the
+    context's input vector against the center's output vector and the negatives' (a negative
+    equal to the center skipped)."""
+    rng = np.random.default_rng(5)
+    trainer = kernel_trainer(1, vocab=30)
+    w_in = rng.normal(0, 0.5, trainer.w_in.shape).astype(np.float32)
+    w_out = rng.normal(0, 0.5, trainer.w_out.shape).astype(np.float32)
+    trainer.load_state({"w_in": w_in, "w_out": w_out})
+    center, context = rng.integers(0, 30, (2, 400)).astype(np.int32)
+    negatives = rng.integers(0, 30, (400, 5)).astype(np.int32)
+    negatives[::7, 0] = center[::7]  # some negatives equal the center
+
+    def reference(center: np.ndarray, context: np.ndarray) -> float:
+        v = w_in[context].astype(np.float64)
+        positive = np.logaddexp(0, -(w_out[center] * v).sum(1))
+        scores = np.einsum("bkd,bd->bk", w_out[negatives].astype(np.float64), v)
+        return float(
+            (positive + (np.logaddexp(0, scores) * (negatives != center[:, None])).sum(1)).mean()
+        )
+
+    expected = reference(center, context)
+    assert trainer.heldout_loss((center, context, negatives)) == pytest.approx(expected, rel=1e-5)
+    assert abs(reference(context, center) - expected) > 0.05  # the directions differ

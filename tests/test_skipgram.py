@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.skipgram import train_sgns
+from models.skipgram import Batch, Block, train_sgns
 from models.skipgram_torch import (
     TorchTrainer,
     draw_noise,
@@ -173,3 +173,58 @@ def test_word2vec_initialisation() -> None:
     assert abs(float(w_in.mean())) < 0.05 / 10
     assert torch.equal(w_in, init_embeddings(50, 10, seed=3)[0])
     assert not torch.equal(w_in, init_embeddings(50, 10, seed=4)[0])
+
+
+class ConstantLoss:
+    """A trainer whose pairs of epoch e each have loss e + 1."""
+
+    device = "fake"
+
+    def train(self, block: Block, epoch: int, first: int, done: int) -> float:
+        return float(epoch + 1) * len(block[0])
+
+    def heldout_loss(self, batch: Batch) -> float:
+        return 0.0
+
+    def vectors(self) -> np.ndarray:
+        return np.zeros((1, 1), dtype=np.float32)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        pass
+
+
+def test_the_loss_of_an_epoch_is_the_mean_over_its_own_pairs() -> None:
+    """Each epoch's loss divides its summed loss by that epoch's pairs, not all pairs so far."""
+    result = train_sgns(ConstantLoss(), toy_epochs(10, 3_000, 10_000), 3, 30_000)
+    assert result.loss_per_epoch == [1.0, 2.0, 3.0]
+    assert result.pairs == 30_000
+
+
+def heldout_reference(w_in: np.ndarray, w_out: np.ndarray, batch: Batch) -> float:
+    """Mean held-out loss in float64, as trained: the context's input vector against the
+    center's output vector and the negatives' (a negative equal to the center skipped)."""
+    center, context, negatives = batch
+    v = w_in[context].astype(np.float64)
+    positive = np.logaddexp(0, -(w_out[center] * v).sum(1))
+    scores = np.einsum("bkd,bd->bk", w_out[negatives].astype(np.float64), v)
+    negative = (np.logaddexp(0, scores) * (negatives != center[:, None])).sum(1)
+    return float((positive + negative).mean())
+
+
+def test_heldout_loss_is_the_loss_of_the_context_predicting_the_center() -> None:
+    rng = np.random.default_rng(5)
+    w_in = rng.normal(0, 0.5, (30, 16)).astype(np.float32)
+    w_out = rng.normal(0, 0.5, (30, 16)).astype(np.float32)
+    center, context = rng.integers(0, 30, (2, 400)).astype(np.int32)
+    negatives = rng.integers(0, 30, (400, 5)).astype(np.int32)
+    negatives[::7, 0] = center[::7]  # some negatives equal the center
+    trainer = torch_trainer(30)
+    trainer.load_state({"w_in": w_in, "w_out": w_out})
+    batch = (center, context, negatives)
+    expected = heldout_reference(w_in, w_out, batch)
+    assert trainer.heldout_loss(batch) == pytest.approx(expected, rel=1e-5)
+    swapped = heldout_reference(w_in, w_out, (context, center, negatives))
+    assert abs(swapped - expected) > 0.05  # the check tells the two directions apart

@@ -214,6 +214,18 @@ def test_gutenberg_footer_in_a_later_document_ends_the_text(
     assert len(documents) == 2
 
 
+def test_a_gutenberg_start_line_in_a_later_piece_keeps_the_text_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header is looked for in the first piece only: a later START line is text."""
+    monkeypatch.setattr(sources, "DOCUMENT_CHARS", 60)
+    start = "*** START OF THE PROJECT GUTENBERG EBOOK"  # a piece: "En un lugar.\n\n" + start
+    book = f"Licence.\n\n{start} T\n\n" + "En un lugar.\n\n" * 5 + f"{start}\n\nFin.\n"
+    documents = read(write(tmp_path / "b.txt", book.encode()))
+    assert "\n\n".join(documents) == "\n\n".join(["En un lugar."] * 5 + [start, "Fin."])
+    assert len(documents) > 1
+
+
 @pytest.mark.parametrize("suffix", [".txt.gz", ".jsonl.gz"])
 def test_a_large_compressed_file_is_read_in_bounded_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str

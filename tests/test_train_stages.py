@@ -211,3 +211,76 @@ def test_every_epoch_is_a_fresh_subsampling_draw(home: Path, tmp_path: Path) -> 
         assert all(epochs)
         assert all(ids != other for ids, other in pairwise(epochs))
         assert len(set(shard.meta["kept_words_per_epoch"])) > 1
+
+
+def train_inputs(corpus: list[str], params: Params) -> tuple:
+    """The train stage's arguments (vocab, pairs, negatives, params, subsampled), the stages
+    before it run as plain calls."""
+    upstream = plain_stages(corpus, params)
+    (vocab,), (negatives,) = upstream["vocab"], upstream["negatives"]
+    return vocab, upstream["pairs"], negatives, params, upstream["subsample"]
+
+
+def test_dim_lr_and_batch_size_each_alone_give_the_train_stage_a_new_key(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Vectors trained with other settings are never reused: each train setting is in the
+    train stage's key (read from the `run_stage` call, nothing trained)."""
+    keys: list[str] = []
+
+    def keyed(stage: str, version: int, settings: dict, inputs: list[str], build) -> StageOutput:
+        keys.append(stage_key(stage, version, settings, inputs))
+        return StageOutput(stage, keys[-1], tmp_path / "unbuilt")
+
+    monkeypatch.setattr(tasks.train, "run_stage", keyed)
+    corpus = [str(three_documents(tmp_path / "corpus"))]
+    vocab, pairs, negatives, _, subsampled = train_inputs(corpus, PARAMS)
+    for change in ({}, {"dim": 4}, {"lr": 0.05}, {"batch_size": 64}, {}):
+        tasks.train.train_task(vocab, pairs, negatives, PARAMS.with_(**change), subsampled)
+    assert len(set(keys)) == 4 and keys[0] == keys[-1]
+
+
+def test_the_learning_rate_decays_over_the_pairs_of_all_epochs(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer's linear decay runs over every epoch's pairs, not the first epoch's."""
+    given: dict[str, int] = {}
+    train_sgns = tasks.train.train_sgns
+
+    def recorded(trainer, epochs, n_epochs: int, total_pairs: int, *args, **kwargs):
+        given.update(trainer=trainer.total, progress=total_pairs)
+        return train_sgns(trainer, epochs, n_epochs, total_pairs, *args, **kwargs)
+
+    monkeypatch.setattr(tasks.train, "train_sgns", recorded)
+    corpus = [str(three_documents(tmp_path / "corpus"))]
+    inputs = train_inputs(corpus, PARAMS.with_(epochs=3))
+    trained = tasks.train.train_task(*inputs)
+    pairs = trained.meta["pairs"]
+    first_epoch = sum(shard.meta["pairs_per_epoch"][0] for shard in inputs[1])
+    assert pairs > 2 * first_epoch
+    assert given == {"trainer": pairs, "progress": pairs}
+
+
+def test_checkpoint_seconds_0_checkpoints_after_every_block(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one epoch there is no epoch-end checkpoint: every save is one by time, and with
+    checkpoint_seconds=0 there is one after each block of pairs."""
+    monkeypatch.setattr(tasks.train, "BLOCK_ROWS", 1_000)
+    saved: list[dict] = []
+    save = tasks.train.Checkpoint.save
+
+    def recorded(self, position: dict, arrays: dict) -> None:
+        saved.append(position)
+        save(self, position, arrays)
+
+    monkeypatch.setattr(tasks.train.Checkpoint, "save", recorded)
+    corpus = [str(three_documents(tmp_path / "corpus"))]
+    inputs = train_inputs(corpus, PARAMS.with_(epochs=1, checkpoint_seconds=0))
+    files = [shard.file(epoch_file(0)) for shard in inputs[1]]
+    ends = [first + len(center) for first, (center, _) in tasks.train.pair_blocks(files)]
+    assert len(ends) > 3
+    trained = tasks.train.train_task(*inputs)
+    assert [(p["epoch"], p["first"]) for p in saved] == [(0, end) for end in ends]
+    assert ends[-1] == trained.meta["pairs"]
+    assert not list(home.glob("stages/train/.checkpoint-*"))

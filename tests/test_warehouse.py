@@ -495,3 +495,12 @@ def test_a_large_vocabulary_is_searched_by_cell_and_exact_search_stays_by_name(h
         exact = conn.execute(analogy.format("analogy_exact")).fetchall()
         assert len(set(conn.execute(analogy.format("analogy")).fetchall()) & set(exact)) >= 8
     assert warehouse.neighbors("w00000", 3, exact=True) == warehouse.neighbors("w00000", 3)
+
+
+def test_a_preview_of_exactly_max_rows_rows_shows_them_all(run: RunRecord):
+    whole = queries.preview("SELECT * FROM range(10)", max_rows=10)
+    assert [row[0] for row in whole.head] == list(range(10))
+    assert whole.tail == [] and whole.rows == 10 and whole.counted
+    split = queries.preview("SELECT * FROM range(11)", max_rows=10)
+    assert [row[0] for row in split.head] == list(range(5))
+    assert [row[0] for row in split.tail] == list(range(6, 11)) and split.rows == 11
