@@ -5,6 +5,7 @@ import gzip
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -448,7 +449,8 @@ def test_export_formats(published: Path, tmp_path: Path) -> None:
     for stage_file in (published / "stages").rglob("*.parquet"):
         stage_file.unlink()  # the warehouse holds the run's vectors: a lone copy of it exports
     text = tmp_path / "w2v.txt"
-    assert quijote(published, "export", "--format", "word2vec", "--out", str(text)).returncode == 0
+    result = quijote(published, "export", "--format", "word2vec", "--out", str(text))
+    assert result.returncode == 0 and f"wrote {text} (word2vec, run run-1)" in result.stdout
     assert KeyedVectors.load_word2vec_format(str(text)).index_to_key == WORDS
     projector = tmp_path / "projector"
     assert (
@@ -490,3 +492,135 @@ def test_prefect_gets_its_home_and_time_for_a_first_start(tmp_path: Path, monkey
     _prepare_prefect()
     assert (tmp_path / "a" / "b" / "prefect").is_dir()
     assert float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]) >= 60
+
+
+def test_queries_show_k_words_for_any_case_of_the_word(published: Path) -> None:
+    result = quijote(published, "neighbors", "REY", "-k", "2")
+    assert result.returncode == 0, result.stderr
+    assert len(table_rows(result.stdout)) == 2 and "neighbours of REY" in result.stdout
+    result = quijote(published, "analogy", "Rey", "Hombre", "Mujer", "-k", "1")
+    assert result.returncode == 0, result.stderr
+    assert table_rows(result.stdout) == ["reina"]
+
+
+def test_exact_reaches_the_search(published: Path, monkeypatch) -> None:
+    """A few words are always compared with every one: --exact shows only on 50,000 words."""
+    asked = []
+    monkeypatch.setattr(warehouse, "neighbors", lambda *a, exact: asked.append(exact) or [])
+    monkeypatch.setattr(warehouse, "analogy", lambda *a, exact: asked.append(exact) or [])
+    for command in (["neighbors", "rey"], ["analogy", "rey", "hombre", "mujer"]):
+        for extra in ([], ["--exact"]):
+            assert CliRunner().invoke(app, [*command, *extra]).exit_code == 0
+    assert asked == [False, True, False, True]
+
+
+def test_sql_out_needs_a_format(published: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out.csv"
+    result = quijote(published, "sql", "SELECT 1", "--out", str(target))
+    assert_one_line_error(result, "--out needs --format csv, json or parquet")
+    assert result.stdout == "" and not target.exists()
+
+
+def test_train_writes_parquet_and_rejects_an_unknown_format(
+    home: Path, slice_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "v.parquet"
+    args = ["train", "-c", str(slice_file), "--dim", "16", "--epochs", "1", "--device", "cpu"]
+    result = quijote(home, *args, "--format", "parquet", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    words, vectors = read_vectors(out)
+    assert "sancho" in words and vectors.shape == (len(words), 16)
+    shutil.rmtree(home / "stages")
+    bad = quijote(home, *args, "--format", "txt", "--out", str(tmp_path / "v.txt"))
+    assert_one_line_error(bad, "unknown format 'txt': use word2vec or parquet")
+    assert not (tmp_path / "v.txt").exists() and not (home / "stages").exists()
+
+
+def test_evaluate_takes_restrict_vocab_and_one_source_of_vectors(
+    published: Path, tmp_path: Path
+) -> None:
+    sim = tmp_path / "s.txt"
+    sim.write_text("rey reina 3\nhombre mujer 2\nrey niño 1\n", encoding="utf-8")
+    args = ["evaluate", "--similarity", str(sim), "--json"]
+    found = {
+        limit: json.loads(quijote(published, *args, "--restrict-vocab", limit).stdout)["scores"]
+        for limit in ("0", "2")
+    }
+    assert [row["found"] for row in found["0"]] == [3] and [r["found"] for r in found["2"]] == [1]
+    model = tmp_path / "v.parquet"
+    model.write_bytes(warehouse.current_run().vectors_path.read_bytes())
+    both = quijote(published, *args, "--run", "run-1", "--vectors", str(model))
+    assert_one_line_error(both, "--run and --vectors exclude each other")
+
+
+def test_run_hands_its_options_to_the_flow(home: Path, monkeypatch) -> None:
+    """`quijote run`'s options as the flow gets them (the flow itself stubbed: no Prefect)."""
+    import cli.main
+    import flows.quijote_embeddings as flow
+
+    class Called(Exception):
+        pass
+
+    calls = []
+
+    def pipeline(*args):
+        calls.append(args)
+        raise Called
+
+    for name in ("_prepare_prefect", "_quiet_console", "_start_prefect"):
+        monkeypatch.setattr(cli.main, name, lambda: None)
+    monkeypatch.setattr(flow, "quijote_embeddings", pipeline)
+    options = ["--labelled", "None", "--eval", "NONE", "--promote", "--keep-runs", "2"]
+    result = CliRunner().invoke(app, ["run", "-s", "dim=8", *options])
+    assert isinstance(result.exception, Called), result.output
+    corpus, settings, table, _, _, _, benchmarks, promote, _, _, keep_runs = calls[0]
+    assert (corpus, settings, table, benchmarks) == (flow.DEFAULT_CORPUS, {"dim": "8"}, None, ())
+    assert promote is True and keep_runs == 2
+
+
+def test_the_run_summary_of_a_promoted_run_tells_how_to_query_it(home: Path, capsys) -> None:
+    from cli.main import _print_summary
+
+    summary = summary_for(
+        Path("/tmp/run-1"),
+        Path("/tmp/run-1/vectors.parquet"),
+        {},
+        heldout_loss=2.25,
+        promoted=True,
+        gate=Verdict(False, ["loss got worse"]),
+    )
+    _print_summary(summary)
+    lines = capsys.readouterr().out.splitlines()
+    assert "held-out loss: 2.2500" in lines
+    assert "quality gate failed, and the run was made current by hand (loss got worse)" in lines
+    assert any(line.startswith("try: quijote sql") for line in lines)
+
+
+def test_serve_reports_stops_and_fails_in_one_line(home: Path, capsys) -> None:
+    import socket
+
+    from cli import serve
+
+    assert serve.main(["status"]) == 1
+    assert capsys.readouterr().out == "prefect server not running\nworker not running\n"
+    layout = serve.Layout(home)
+    layout.dir.mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "30"])  # a pid file naming some other process
+    try:
+        layout.server_pid.write_text(f"{other.pid}\n")
+        assert serve.main(["stop"]) == 0
+    finally:
+        other.kill()
+        other.wait()
+    assert f"prefect server not running (removed stale {layout.server_pid})" in (
+        capsys.readouterr().out
+    )
+    assert not layout.server_pid.exists()
+    with socket.socket() as taken:
+        taken.bind((serve.HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert serve.main(["start", "--port", str(port)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: port {port} on {serve.HOST} is in use; choose another with PORT=\n"
+    )

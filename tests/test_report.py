@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,17 @@ from prefect import flow
 from cli import serve
 from storage import warehouse
 from storage.vectors import read_vectors
-from tasks.publish import RunSummary, StageRun
+from tasks.publish import ClassifierRun, RunSummary, StageRun
 from tasks.report import (
     FUNCTION_WORDS,
     PROBE_WORDS,
     content_words,
+    gate_outcome,
     kmeans,
     map_selection,
     plot_loss,
     plot_word_map,
+    probe_neighbours,
     render_report,
     report_task,
     tsne_2d,
@@ -104,6 +107,49 @@ def test_report_links_its_plots_on_disk_and_embeds_them_in_the_artifact(home: Pa
         assert data.startswith(PNG)
         assert f"(data:image/png;base64,{base64.b64encode(data).decode()})" in embedded
     assert embedded.replace("data:image/png;base64,", "").count("(") == on_disk.count("(")
+
+
+def test_the_report_says_what_the_run_did(home: Path) -> None:
+    row = {
+        "mode": "finetune", "accuracy": 0.7, "accuracy_std": 0.01, "macro_f1": 0.5,
+        "macro_f1_std": 0.02, "seeds": 5, "n_train": 540, "n_validation": 136,
+    }  # fmt: skip
+    summary = replace(
+        summary_for(
+            home / "runs" / "r1",
+            home / "runs" / "r1" / "vectors.parquet",
+            {
+                "download": StageRun(key="d", reused=True, seconds=3.5),
+                "train": StageRun(key="t", reused=False, seconds=12.0),
+            },
+            loss_per_epoch=[2.5, 2.0, 1.8],
+            heldout_loss_per_epoch=[2.6, 2.1],
+        ),
+        classifier=ClassifierRun([row], "news.csv", "Topic", home / "model"),
+    )
+    lines = render_report(summary, {}).splitlines()
+    assert "| 2 | 2.0000 | 2.1000 |" in lines
+    assert "| 3 | 1.8000 | |" in lines  # no held-out loss after the last epoch
+    assert "| download | yes |  |" in lines and "| train | no | 12.0 |" in lines
+    assert any(line.startswith("Validation split: 136 of 676 items") for line in lines)
+    assert "## Quality gate: passed: the run is current" in lines
+
+
+def test_the_gate_outcome_says_whether_the_run_passed_and_who_made_it_current() -> None:
+    assert gate_outcome(True, False) == "passed: the run is current"
+    assert gate_outcome(False, False) == "rejected: the run is stored, not current"
+    assert gate_outcome(True, True) == "passed, and the run was made current by hand"
+    assert gate_outcome(False, True) == "failed, and the run was made current by hand"
+
+
+def test_probe_neighbours_come_from_the_reported_run_and_skip_missing_probes(home: Path) -> None:
+    words = ["sancho", "ínsula", "escudero", "molino", "gigante"]  # no "quijote": skipped
+    vectors = np.array(
+        [[1, 0, 0], [0.9, 0.1, 0], [0.8, 0.3, 0], [0, 0, 1], [0, 0.1, 0.9]], dtype=np.float32
+    )
+    warehouse.register_run(make_run(home / "runs", "r1", words, vectors))
+    warehouse.register_run(make_run(home / "runs", "r2", words, vectors[[3, 0, 1, 4, 2]]))
+    assert probe_neighbours("r1", k=2) == {"sancho": ["ínsula", "escudero"]}  # not r2, current
 
 
 # --- the artifact in a browser -------------------------------------------------------------

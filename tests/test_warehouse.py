@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -448,6 +450,77 @@ def test_an_older_warehouse_reading_parquet_by_path_gets_its_runs_copied_in(home
     assert not any("read_parquet" in sql for (sql,) in views)
     with pytest.raises(QuijoteError, match="run run-0 has no vectors in the warehouse"):
         warehouse.promote("run-0")
+
+
+def test_ties_are_broken_by_word_and_k_is_checked_for_any_run(home: Path, run: RunRecord):
+    words = ["zeta", "beta", "alfa", "omega"]  # beta and alfa the same vector: a true tie
+    vectors = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=np.float32)
+    warehouse.register_run(make_run(home / "stages", "run-2", words, vectors), status="kept")
+    near = warehouse.run_neighbors("run-2", "zeta", 2)
+    assert [w for w, _ in near] == ["alfa", "beta"]  # by word, not in file order
+    with pytest.raises(QuijoteError, match="k must be at least 1"):
+        warehouse.run_neighbors("run-2", "zeta", 0)
+
+
+def test_analogy_returns_k_words_when_its_inputs_rank_first(run: RunRecord):
+    target = unit("niño") - unit("rey") + unit("hombre")  # close to niño and hombre
+    expected = cosine_ranking(target, exclude={"niño", "rey", "hombre"})
+    found = warehouse.analogy("niño", "rey", "hombre", k=2)
+    assert [w for w, _ in found] == [w for w, _ in expected[:2]]
+    assert [s for _, s in found] == pytest.approx([s for _, s in expected[:2]], abs=1e-6)
+
+
+def default_search(name: str) -> str:
+    with closing(warehouse.connect_read_only()) as conn:
+        (definition,) = conn.execute(
+            "SELECT macro_definition FROM duckdb_functions() WHERE function_name = ?", [name]
+        ).fetchone()
+    return definition
+
+
+def test_search_is_by_cell_from_exactly_index_min_words_words(home: Path):
+    record = make_run(home / "stages", "run-1", WORDS, VECTORS)
+    warehouse.register_run(record, index_min_words=len(WORDS) + 1)
+    assert "neighbors_exact" in default_search("neighbors")
+    assert "analogy_exact" in default_search("analogy")
+    warehouse.register_run(record, index_min_words=len(WORDS))
+    assert "neighbors_approx" in default_search("neighbors")
+    assert "analogy_approx" in default_search("analogy")
+    assert warehouse.neighbors("rey", 2, exact=True)[0][0] == "niño"
+
+
+def test_a_promoted_run_records_when_it_was_made_current(home: Path, run: RunRecord):
+    forced = make_run(home / "stages", "run-2", OTHER_WORDS, OTHER_VECTORS)
+    warehouse.register_run(RunRecord(**{**vars(forced), "promoted": True}))
+    current = warehouse.current_run()
+    assert current is not None and current.promoted_at == forced.finished_at
+    warehouse.promote("run-1")
+    promoted = warehouse.find_run("run-1")
+    assert promoted is not None and promoted.status == "current"
+    assert promoted.promoted_at is not None and promoted.promoted_at > forced.finished_at
+
+
+def test_pruning_and_listing_go_by_when_runs_finished_not_by_id(home: Path, run: RunRecord):
+    for n, minute in ((2, 30), (3, 20), (4, 10)):  # run-2 the latest, run-4 the oldest
+        later = make_run(home / "stages", f"run-{n}", OTHER_WORDS, OTHER_VECTORS)
+        finished = later.finished_at.replace(minute=minute)
+        warehouse.register_run(RunRecord(**{**vars(later), "finished_at": finished}), "kept")
+    assert warehouse.prune(1) == ["run-3", "run-4"]  # run-2 the most recent other
+    assert warehouse.runs_without_vectors() == ["run-4", "run-3"]  # oldest first
+
+
+def test_a_reader_waits_its_turn_behind_a_writer_holding_the_lock_file(
+    run: RunRecord, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(warehouse, "LOCK_WAIT_S", 0.2)
+    lock_file = warehouse_path().with_name("warehouse.duckdb.lock")
+    with lock_file.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a writer waiting for the open queries to end
+        started = time.monotonic()
+        with pytest.raises(QuijoteError, match="the warehouse is busy"):
+            warehouse.connect_read_only()
+        assert time.monotonic() - started < 5
+    assert warehouse.neighbors("rey", 1)[0][0] == "niño"  # its turn once the lock is let go
 
 
 def clustered_run(home: Path, words: int, dim: int, seed: int = 0) -> tuple[RunRecord, np.ndarray]:
