@@ -330,6 +330,40 @@ def test_labelled_tables_by_path_or_inside_the_mirror(
         find_labelled("nothing.csv", "t", "l")
 
 
+def test_a_path_inside_the_mirror_cannot_leave_it(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`../` may move within the mirror, never out of it: a table beside the mirror is not
+    found through it (one line), even though `mirror/../news.csv` is a file."""
+    mirror = tmp_path / "mirror"
+    (mirror / "sub").mkdir(parents=True)
+    shutil.copy(dataset, mirror / "inside.csv")
+    monkeypatch.setenv("QUIJOTE_MIRROR", str(mirror))
+    monkeypatch.chdir(mirror / "sub")  # nor is `../news.csv` a file from here
+    found = find_labelled("sub/../inside.csv", "texto", "tema")
+    assert found == Labelled(mirror / "inside.csv", "texto", "tema")
+    with pytest.raises(QuijoteError, match=r"^no labelled file '\.\./news\.csv' ") as error:
+        find_labelled("../news.csv", "texto", "tema")
+    assert "\n" not in str(error.value)
+
+
+def test_an_absolute_path_is_used_as_it_is_never_inside_the_mirror(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An absolute path names its own file: one outside the mirror is found where it is, a
+    missing one is an error even when the mirror holds a file of that path below it."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    monkeypatch.setenv("QUIJOTE_MIRROR", str(mirror))
+    assert find_labelled(str(dataset), "texto", "tema") == Labelled(dataset, "texto", "tema")
+    missing = tmp_path / "gone" / "news.csv"
+    rebased = mirror / str(missing).lstrip("/")
+    rebased.parent.mkdir(parents=True)
+    shutil.copy(dataset, rebased)
+    with pytest.raises(QuijoteError, match=r"^no labelled file '/.*gone/news\.csv' "):
+        find_labelled(str(missing), "texto", "tema")
+
+
 @pytest.mark.parametrize(
     ("header", "label"),
     [
@@ -354,6 +388,17 @@ def test_a_missing_column_fails_when_the_table_is_found(
         find_labelled(str(path), "Nope", label)
 
 
+@pytest.mark.parametrize(("count", "more"), [(20, ""), (21, " …")])
+def test_a_missing_column_names_the_first_20_columns(tmp_path: Path, count: int, more: str) -> None:
+    """The message lists at most 20 columns, and says there are more only when there are."""
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(f"c{i}" for i in range(count)) + "\n", encoding="utf-8")
+    shown = ", ".join(f"'c{i}'" for i in range(20))
+    with pytest.raises(QuijoteError) as error:
+        find_labelled(str(path), "c0", "Nope")
+    assert str(error.value) == f"no column 'Nope' in {path}; its columns: {shown}{more}"
+
+
 def test_run_checks_the_labelled_columns_before_any_work(dataset: Path, home: Path) -> None:
     args = ["run", "--labelled", str(dataset), "--text-column", "texto", "--label-column", "Nope"]
     result = CliRunner().invoke(app, args)
@@ -373,6 +418,17 @@ def test_quoted_multiline_fields_are_read(tmp_path: Path) -> None:
     data = read_columns(path, ["texto", "tema"])
     assert data["texto"] == ['Primera línea,\ncon "comillas"\n\ny párrafo', "sencillo"]
     assert data["tema"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("first", ["Text", "Text,", "Text\n", "Texto\r\n"])
+def test_a_byte_order_mark_is_skipped_before_the_first_column(tmp_path: Path, first: str) -> None:
+    """A CSV saved with a byte-order mark (as Excel saves it) has its first column by name,
+    that name quoted: the mark is not the start of its field, so the quote opens a value (a
+    quote taken as closing one would leave the rest of the file open)."""
+    path = tmp_path / "bom.csv"
+    path.write_text(f'\ufeff"{first}",Topic\nhola,a\nadiós,b\n', encoding="utf-8")
+    assert read_columns(path, [first, "Topic"]) == {first: ["hola", "adiós"], "Topic": ["a", "b"]}
+    assert find_labelled(str(path), first, "Topic") == Labelled(path, first, "Topic")
 
 
 @pytest.mark.parametrize("bom", ["", "\ufeff"])

@@ -3,7 +3,11 @@ one process gives; pairs streamed (`pairs=stream`) give exactly what pairs files
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
@@ -17,12 +21,14 @@ import pytest
 import flows.train_stages
 import tasks.pairs
 import tasks.train
-from flows.train_stages import train_stages
+from flows.train_stages import forked, load_kernels, train_stages
+from quijote.errors import QuijoteError
 from quijote.params import Params
 from storage.schemas import PAIRS
 from storage.stages import Prepared, StageOutput, Stages, shards, stage_key
 from storage.vectors import read_vectors
 from tasks.subsample import epoch_file
+from tests.commands import assert_one_line_error, quijote
 from tests.data import quijote_slice
 
 PARAMS = Params.from_mapping({"dim": 8, "epochs": 2, "min_count": 2, "threads": 1, "device": "cpu"})
@@ -284,3 +290,70 @@ def test_checkpoint_seconds_0_checkpoints_after_every_block(
     assert [(p["epoch"], p["first"]) for p in saved] == [(0, end) for end in ends]
     assert ends[-1] == trained.meta["pairs"]
     assert not list(home.glob("stages/train/.checkpoint-*"))
+
+
+def test_a_quijote_error_in_the_forked_preparation_is_one_line(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The child prints no traceback for a QuijoteError (the parent raises it, the CLI shows
+    its one line); an unexpected error's traceback it prints, and the parent raises it too."""
+
+    def refused() -> None:
+        raise QuijoteError("no corpus 'nada'")
+
+    with pytest.raises(QuijoteError, match=r"^no corpus 'nada'$"):
+        forked(refused)()
+    assert capfd.readouterr().err == ""
+
+    def broken() -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        forked(broken)()
+    assert "Traceback" in capfd.readouterr().err
+
+
+def test_quijote_train_shows_the_preparations_error_in_one_line(home: Path, tmp_path: Path) -> None:
+    """The vocab stage, in the forked child, refuses a corpus without a word min_count times."""
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("uno dos tres uno dos\n", encoding="utf-8")
+    args = ["train", "--corpus", str(corpus), "--min-count", "50", "--out", str(tmp_path / "v")]
+    assert_one_line_error(quijote(home, *args), "the vocabulary is empty: no word occurs 50 ")
+
+
+def test_a_killed_preparation_is_a_clean_error(capfd: pytest.CaptureFixture[str]) -> None:
+    """A child killed before it sends a result (the parent reads the end of the pipe) is one
+    QuijoteError, not an EOFError from unpickling."""
+
+    def killed() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(QuijoteError, match=r"^data preparation stopped \(killed\?\)$"):
+        forked(killed)()
+    assert capfd.readouterr().err == ""
+
+
+def test_scipy_blas_imports_after_the_kernels_are_loaded() -> None:
+    """load_kernels hides SciPy's BLAS from numba's set-up only while it loads: afterwards it
+    imports and works, and numba compiles np.dot with it (a fresh process: not yet imported)."""
+    script = (
+        "import sys\n"
+        "from flows.train_stages import load_kernels\n"
+        "load_kernels()\n"
+        "assert 'scipy.linalg.cython_blas' not in sys.modules\n"
+        "import numba, numpy as np, scipy.linalg.cython_blas\n"
+        "from scipy.linalg import blas\n"
+        "assert blas.ddot(np.ones(3), np.ones(3)) == 3.0\n"
+        "assert numba.njit(lambda a, b: np.dot(a, b))(np.ones(3), np.ones(3)) == 3.0\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_loading_the_kernels_keeps_an_imported_scipy_blas() -> None:
+    import scipy.linalg.cython_blas as blas
+
+    load_kernels()
+    assert sys.modules["scipy.linalg.cython_blas"] is blas
