@@ -19,35 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from quality import verdicts
 from speed import LARGE, QUIJOTE, SETTINGS, commit, machine, quijote, result_path, save
 
 from storage.benchmarks import find_benchmarks
-from storage.vectors import read_vectors_file
-from tasks.gate import RunVectors, judge
-
-
-def verdicts(pairs: list[tuple[Path, Path]], benchmarks: list) -> list[dict]:
-    """The gate's verdict on each (candidate, current) pair of vectors files."""
-    found = []
-    for candidate, current in pairs:
-        verdict = judge(
-            RunVectors(*read_vectors_file(candidate)),
-            RunVectors(*read_vectors_file(current)),
-            benchmarks,
-            current.stem,
-        )
-        failed = [check.note for check in verdict.checks if check.passed is False]
-        found.append({"candidate": candidate.stem, "current": current.stem,
-                      "passed": verdict.passed, "failed": failed})  # fmt: skip
-    return found
 
 
 def tally(judged: list[dict]) -> dict:
     """How many verdicts rejected, and which measures failed how often."""
     measures: dict[str, int] = {}
     for entry in judged:
-        for note in entry["failed"]:
-            name = note.split(" (")[0]
+        for name in entry["failed"]:
             measures[name] = measures.get(name, 0) + 1
     rejected = sum(not entry["passed"] for entry in judged)
     return {"rejected": rejected, "judged": len(judged), "failed_measures": measures}

@@ -69,20 +69,28 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
-def gate_between_seeds(outs: list[Path], benchmarks: list) -> list[dict]:
-    """The gate's verdict on each seed's vectors against every other seed's (a rerun of equal
-    quality: each should pass)."""
-    verdicts = []
-    for candidate, current in itertools.permutations(outs, 2):
+def verdicts(pairs: list[tuple[Path, Path]], benchmarks: list) -> list[dict]:
+    """The gate's verdict on each (candidate, current) pair of vectors files: passed, every
+    reason, and the measures that failed."""
+    found = []
+    for candidate, current in pairs:
         verdict = judge(
             RunVectors(*read_vectors_file(candidate)),
             RunVectors(*read_vectors_file(current)),
             benchmarks,
             current.stem,
         )
-        verdicts.append({"candidate": candidate.stem, "current": current.stem,
-                         "passed": verdict.passed, "reasons": verdict.reasons})  # fmt: skip
-    return verdicts
+        failed = [check.measure for check in verdict.checks if check.passed is False]
+        found.append({"candidate": candidate.stem, "current": current.stem,
+                      "passed": verdict.passed, "reasons": verdict.reasons,
+                      "failed": failed})  # fmt: skip
+    return found
+
+
+def gate_between_seeds(outs: list[Path], benchmarks: list) -> list[dict]:
+    """The gate's verdict on each seed's vectors against every other seed's (a rerun of equal
+    quality: each should pass)."""
+    return verdicts(list(itertools.permutations(outs, 2)), benchmarks)
 
 
 def main() -> None:
