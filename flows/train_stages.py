@@ -93,12 +93,16 @@ def _mapped(stage: StageTask, *args: Any) -> list[StageOutput]:
     return [future.result() for future in futures]
 
 
-def in_workers(stage: StageTask, *args: Any) -> list[StageOutput]:
-    """`stage` once per shard (list arguments are per shard, the others shared), in forked
-    worker processes, as many as cores and shards (see forked_map): the stages hold the GIL."""
+def shard_rows(args: tuple[Any, ...]) -> list[list[Any]]:
+    """The arguments of each shard's call: list arguments are per shard, the others shared."""
     shards = max(len(a) for a in args if isinstance(a, list))
-    rows = [[a[i] if isinstance(a, list) else a for a in args] for i in range(shards)]
-    return forked_map(lambda row: stage(*row), rows)
+    return [[a[i] if isinstance(a, list) else a for a in args] for i in range(shards)]
+
+
+def in_workers(stage: StageTask, *args: Any) -> list[StageOutput]:
+    """`stage` once per shard (see shard_rows), in forked worker processes, as many as cores
+    and shards (see forked_map): the stages hold the GIL."""
+    return forked_map(lambda row: stage(*row), shard_rows(args))
 
 
 def forked(work: Callable[[], T]) -> Callable[[], T]:

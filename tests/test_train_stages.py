@@ -155,14 +155,12 @@ def plain_stages(corpus: list[str], params: Params) -> dict[str, list[StageOutpu
     as plain calls in this process: no workers, no training."""
     from tasks.negatives import negatives_task
 
-    def call(stage, *args) -> StageOutput:
-        return stage(*args)
-
     def each(stage, *args) -> list[StageOutput]:
-        shards = max(len(a) for a in args if isinstance(a, list))
-        return [stage(*(a[i] if isinstance(a, list) else a for a in args)) for i in range(shards)]
+        return [stage(*row) for row in flows.train_stages.shard_rows(args)]
 
-    prepared = flows.train_stages.prepare(corpus, params, call, each, None, None)
+    prepared = flows.train_stages.prepare(
+        corpus, params, flows.train_stages._plainly, each, None, None
+    )
     outputs = {**vars(prepared), "negatives": negatives_task(prepared.vocab, params)}
     return {name: shards(output) for name, output in outputs.items()}
 
