@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import torch
+import torch.nn.functional as F
 
 from storage import schemas
 from storage.files import write_parquet
@@ -213,3 +215,34 @@ def warehouse_held(db: Path, mode: str, seconds: float) -> Iterator[subprocess.P
         holder.kill()
         holder.stdout.close()
         holder.wait(timeout=10)
+
+
+def sgns_loss(w_in, w_out, center, context, negatives) -> torch.Tensor:
+    """The SGNS loss summed over pairs, in plain torch (autograd's reference): the center's
+    input vector against the context's output vector and the negatives' (a negative equal to
+    the context skipped)."""
+    v = w_in[center]
+    positive = F.logsigmoid((w_out[context] * v).sum(1))
+    scores = torch.bmm(w_out[negatives], v.unsqueeze(2)).squeeze(2)
+    keep = (negatives != context.unsqueeze(1)).float()
+    return -(positive + (F.logsigmoid(-scores) * keep).sum(1)).sum()
+
+
+def heldout_problem(vocab: int, dim: int, pairs: int = 400, seed: int = 5):
+    """Random weights and held-out pairs (center, context, negatives), some negatives equal to
+    the center."""
+    rng = np.random.default_rng(seed)
+    w_in = rng.normal(0, 0.5, (vocab, dim)).astype(np.float32)
+    w_out = rng.normal(0, 0.5, (vocab, dim)).astype(np.float32)
+    center, context = rng.integers(0, vocab, (2, pairs)).astype(np.int32)
+    negatives = rng.integers(0, vocab, (pairs, 5)).astype(np.int32)
+    negatives[::7, 0] = center[::7]
+    return w_in, w_out, (center, context, negatives)
+
+
+def heldout_reference(w_in: np.ndarray, w_out: np.ndarray, batch: tuple) -> float:
+    """The mean held-out loss in float64, as the trainers measure it: the context predicting
+    the center (sgns_loss with the two swapped)."""
+    center, context, negatives = (torch.from_numpy(a.astype(np.int64)) for a in batch)
+    weights = torch.from_numpy(w_in.astype(np.float64)), torch.from_numpy(w_out.astype(np.float64))
+    return float(sgns_loss(*weights, context, center, negatives)) / len(center)

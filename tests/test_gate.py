@@ -18,6 +18,7 @@ from tasks.gate import (
     PROBES,
     SPREAD_WORDS,
     RunVectors,
+    _mean,
     compare,
     judge,
     mean_pair_cosine,
@@ -215,7 +216,7 @@ def test_analogies_are_resampled_by_word_pair_so_a_rerun_s_pair_noise_is_tolerat
     assert check.passed, check.note
     index = WordIndex(current.words)
     right = [analogy_answers(index, unit_rows(r.vectors), analogies)[1] for r in (rerun, current)]
-    questions_alone = compare("rel", "analogy", lambda v, rows: float(v[rows].mean()), *right)
+    questions_alone = compare("rel", "analogy", _mean, *right)
     assert questions_alone.passed is False
     worse = judge(relation_run(1, k, 3.0), current, [analogies], "run-1")
     worse_check = next(c for c in worse.checks if c.measure == "rel 3cosadd")
@@ -233,7 +234,7 @@ def test_the_tolerance_is_twice_the_bootstrap_standard_error_of_the_difference()
     gaps = [new[rows].mean() - old[rows].mean() for rows in resamples(np.arange(100)[:, None], 200)]
     error = float(np.std(gaps))
     assert FLOORS["analogy"] < error < old.mean() - new.mean() < 2 * error
-    check = compare("m", "analogy", lambda v, rows: float(v[rows].mean()), new, old)
+    check = compare("m", "analogy", _mean, new, old)
     assert check.tolerance == pytest.approx(round(2 * error, 4))
     assert check.passed and "within the tolerance" in check.note
 
@@ -285,7 +286,7 @@ def test_exactly_the_minimum_of_items_is_comparable() -> None:
     check = next(c for c in verdict.checks if c.measure == "sim spearman")
     assert check.items == 20 and check.passed is True and "not comparable" not in check.note
     right = np.arange(MIN_ITEMS["analogy"]) % 2 == 0
-    analogy = compare("a", "analogy", lambda v, rows: float(v[rows].mean()), right, right)
+    analogy = compare("a", "analogy", _mean, right, right)
     assert analogy.items == 100 and analogy.passed is True
-    fewer = compare("a", "analogy", lambda v, rows: float(v[rows].mean()), right[1:], right[1:])
+    fewer = compare("a", "analogy", _mean, right[1:], right[1:])
     assert fewer.passed is None

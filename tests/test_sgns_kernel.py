@@ -19,7 +19,7 @@ from models.sgns_kernel import (
 from models.skipgram import MIN_LR, train_sgns
 from models.skipgram_torch import mean_loss, sgns_step
 from tasks.negatives import NegativeSampler, noise_distribution
-from tests.data import resumes_identically, toy_epochs
+from tests.data import heldout_problem, heldout_reference, resumes_identically, toy_epochs
 
 
 def small_problem(vocab: int = 12, dim: int = 6, pairs: int = 40, seed: int = 0, k: int = 4):
@@ -145,26 +145,12 @@ def test_the_sigmoid_tables_are_exact_to_a_few_millionths() -> None:
 
 
 def test_kernel_heldout_loss_is_the_loss_of_the_context_predicting_the_center() -> None:
-    """KernelTrainer.heldout_loss against the loss computed from the weights in float64: the
-    context's input vector against the center's output vector and the negatives' (a negative
-    equal to the center skipped)."""
-    rng = np.random.default_rng(5)
+    """KernelTrainer.heldout_loss against the loss computed from the weights in float64."""
     trainer = kernel_trainer(1, vocab=30)
-    w_in = rng.normal(0, 0.5, trainer.w_in.shape).astype(np.float32)
-    w_out = rng.normal(0, 0.5, trainer.w_out.shape).astype(np.float32)
+    w_in, w_out, batch = heldout_problem(*trainer.w_in.shape)
     trainer.load_state({"w_in": w_in, "w_out": w_out})
-    center, context = rng.integers(0, 30, (2, 400)).astype(np.int32)
-    negatives = rng.integers(0, 30, (400, 5)).astype(np.int32)
-    negatives[::7, 0] = center[::7]  # some negatives equal the center
-
-    def reference(center: np.ndarray, context: np.ndarray) -> float:
-        v = w_in[context].astype(np.float64)
-        positive = np.logaddexp(0, -(w_out[center] * v).sum(1))
-        scores = np.einsum("bkd,bd->bk", w_out[negatives].astype(np.float64), v)
-        return float(
-            (positive + (np.logaddexp(0, scores) * (negatives != center[:, None])).sum(1)).mean()
-        )
-
-    expected = reference(center, context)
-    assert trainer.heldout_loss((center, context, negatives)) == pytest.approx(expected, rel=1e-5)
-    assert abs(reference(context, center) - expected) > 0.05  # the directions differ
+    expected = heldout_reference(w_in, w_out, batch)
+    assert trainer.heldout_loss(batch) == pytest.approx(expected, rel=1e-5)
+    center, context, negatives = batch
+    swapped = heldout_reference(w_in, w_out, (context, center, negatives))
+    assert abs(swapped - expected) > 0.05  # the directions differ

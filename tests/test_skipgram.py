@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from models.skipgram import Batch, Block, train_sgns
 from models.skipgram_torch import (
@@ -15,15 +14,13 @@ from models.skipgram_torch import (
 )
 from quijote.errors import QuijoteError
 from tasks.negatives import NegativeSampler
-from tests.data import resumes_identically, toy_epochs
-
-
-def sgns_loss(w_in, w_out, center, context, negatives):
-    v = w_in[center]
-    positive = F.logsigmoid((w_out[context] * v).sum(1))
-    scores = torch.bmm(w_out[negatives], v.unsqueeze(2)).squeeze(2)
-    keep = (negatives != context.unsqueeze(1)).float()
-    return -(positive + (F.logsigmoid(-scores) * keep).sum(1)).sum()
+from tests.data import (
+    heldout_problem,
+    heldout_reference,
+    resumes_identically,
+    sgns_loss,
+    toy_epochs,
+)
 
 
 def test_update_is_minus_lr_times_the_autograd_gradient() -> None:
@@ -203,28 +200,12 @@ def test_the_loss_of_an_epoch_is_the_mean_over_its_own_pairs() -> None:
     assert result.pairs == 30_000
 
 
-def heldout_reference(w_in: np.ndarray, w_out: np.ndarray, batch: Batch) -> float:
-    """Mean held-out loss in float64, as trained: the context's input vector against the
-    center's output vector and the negatives' (a negative equal to the center skipped)."""
-    center, context, negatives = batch
-    v = w_in[context].astype(np.float64)
-    positive = np.logaddexp(0, -(w_out[center] * v).sum(1))
-    scores = np.einsum("bkd,bd->bk", w_out[negatives].astype(np.float64), v)
-    negative = (np.logaddexp(0, scores) * (negatives != center[:, None])).sum(1)
-    return float((positive + negative).mean())
-
-
 def test_heldout_loss_is_the_loss_of_the_context_predicting_the_center() -> None:
-    rng = np.random.default_rng(5)
-    w_in = rng.normal(0, 0.5, (30, 16)).astype(np.float32)
-    w_out = rng.normal(0, 0.5, (30, 16)).astype(np.float32)
-    center, context = rng.integers(0, 30, (2, 400)).astype(np.int32)
-    negatives = rng.integers(0, 30, (400, 5)).astype(np.int32)
-    negatives[::7, 0] = center[::7]  # some negatives equal the center
+    w_in, w_out, batch = heldout_problem(30, 16)
     trainer = torch_trainer(30)
     trainer.load_state({"w_in": w_in, "w_out": w_out})
-    batch = (center, context, negatives)
     expected = heldout_reference(w_in, w_out, batch)
     assert trainer.heldout_loss(batch) == pytest.approx(expected, rel=1e-5)
+    center, context, negatives = batch
     swapped = heldout_reference(w_in, w_out, (context, center, negatives))
     assert abs(swapped - expected) > 0.05  # the check tells the two directions apart
