@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from quality import verdicts
+from quality import heldout_of, verdicts
 from speed import LARGE, QUIJOTE, SETTINGS, commit, machine, quijote, result_path, save
 
 from storage.benchmarks import find_benchmarks
@@ -59,18 +59,20 @@ def main() -> None:
         work = Path(tmp)
         runs = [(f"seed{seed}", seed, SETTINGS["epochs"]) for seed in range(1, args.seeds + 1)]
         runs += [(f"epochs{epochs}", 1, epochs) for epochs in args.under]
-        files = {}
+        files, heldout = {}, {}
         for name, seed, epochs in runs:
             files[name] = work / f"{name}.txt"
             home = Path(tempfile.mkdtemp(prefix="home-", dir=work))
             run = quijote(paths, files[name], seed, home, epochs=epochs)
-            print(f"{name}: {run['seconds']:.1f} s", flush=True)
+            heldout[files[name]] = heldout_of(run)
+            loss = heldout[files[name]][0]
+            print(f"{name}: {run['seconds']:.1f} s, held-out loss {loss}", flush=True)
         full = [files[name] for name, _, epochs in runs if epochs == SETTINGS["epochs"]]
         under = [files[name] for name, _, epochs in runs if epochs < SETTINGS["epochs"]]
-        reseeded = verdicts(list(itertools.permutations(full, 2)), benchmarks)
+        reseeded = verdicts(list(itertools.permutations(full, 2)), benchmarks, heldout)
         results["reseeded"] = {**tally(reseeded), "verdicts": reseeded}
         for path in under:
-            judged = verdicts([(path, current) for current in full], benchmarks)
+            judged = verdicts([(path, current) for current in full], benchmarks, heldout)
             results[path.stem] = {**tally(judged), "verdicts": judged}
     for name in ["reseeded", *(path.stem for path in under)]:
         summary = {k: v for k, v in results[name].items() if k != "verdicts"}

@@ -69,17 +69,26 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
-def verdicts(pairs: list[tuple[Path, Path]], benchmarks: list) -> list[dict]:
-    """The gate's verdict on each (candidate, current) pair of vectors files: passed, every
-    reason, and the measures that failed."""
+Heldout = dict[Path, tuple[float | None, str | None]]  # a vectors file's held-out loss and set
+
+
+def heldout_of(run: dict) -> tuple[float | None, str | None]:
+    """The held-out loss and set of a `quijote train` process's summary."""
+    return run["summary"]["heldout_loss"], run["summary"]["heldout_set"]
+
+
+def verdicts(
+    pairs: list[tuple[Path, Path]], benchmarks: list, heldout: Heldout | None = None
+) -> list[dict]:
+    """The gate's verdict on each (candidate, current) pair of vectors files, with their
+    held-out loss where `heldout` has it: passed, every reason, and the measures that failed."""
+
+    def run(path: Path) -> RunVectors:
+        return RunVectors(*read_vectors_file(path), *(heldout or {}).get(path, (None, None)))
+
     found = []
     for candidate, current in pairs:
-        verdict = judge(
-            RunVectors(*read_vectors_file(candidate)),
-            RunVectors(*read_vectors_file(current)),
-            benchmarks,
-            current.stem,
-        )
+        verdict = judge(run(candidate), run(current), benchmarks, current.stem)
         failed = [check.measure for check in verdict.checks if check.passed is False]
         found.append({"candidate": candidate.stem, "current": current.stem,
                       "passed": verdict.passed, "reasons": verdict.reasons,
@@ -87,10 +96,10 @@ def verdicts(pairs: list[tuple[Path, Path]], benchmarks: list) -> list[dict]:
     return found
 
 
-def gate_between_seeds(outs: list[Path], benchmarks: list) -> list[dict]:
+def gate_between_seeds(outs: list[Path], benchmarks: list, heldout: Heldout) -> list[dict]:
     """The gate's verdict on each seed's vectors against every other seed's (a rerun of equal
     quality: each should pass)."""
-    return verdicts(list(itertools.permutations(outs, 2)), benchmarks)
+    return verdicts(list(itertools.permutations(outs, 2)), benchmarks, heldout)
 
 
 def main() -> None:
@@ -115,16 +124,20 @@ def main() -> None:
                 continue
             report: dict = {}
             outs: dict[str, list[Path]] = {"quijote": [], "gensim": []}
+            heldout: Heldout = {}
             (work / corpus).mkdir()
             for rep, side, path, run in alternating(paths, args.seeds, work / corpus):
                 outs[side].append(path)
                 entry = {"seed": rep + 1, "train_seconds": round(run["seconds"], 2),
                          "load": round(run["load"], 2), **score(path, benchmarks)}  # fmt: skip
+                if side == "quijote":
+                    heldout[path] = heldout_of(run)
+                    entry["heldout_loss"] = heldout[path][0]
                 report.setdefault(side, {"runs": []})["runs"].append(entry)
                 print(f"{corpus} seed {rep + 1} {side}: {json.dumps(entry['scores'])}", flush=True)
             for side, outcome in report.items():
                 outcome["summary"] = summarise(outcome["runs"])
-                outcome["gate_between_seeds"] = gate_between_seeds(outs[side], benchmarks)
+                outcome["gate_between_seeds"] = gate_between_seeds(outs[side], benchmarks, heldout)
             results[corpus] = report
             print(json.dumps({s: r["summary"] for s, r in report.items()}, indent=1), flush=True)
     save(results, out)

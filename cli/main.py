@@ -357,6 +357,7 @@ def train(
             write_word2vec(*read_vectors(vectors), out_file)
     seconds = time.perf_counter() - started
     words = total(stages.tokenize, "tokens")
+    heldout = stages.train.meta["heldout_loss_per_epoch"]
     summary = {
         "words": words,
         "epochs": params.epochs,
@@ -364,6 +365,8 @@ def train(
         "seconds": round(seconds, 3),
         "words_per_s": round(words * params.epochs / seconds),
         "device": stages.train.meta["device"],
+        "heldout_loss": round(heldout[-1], 6) if heldout else None,
+        "heldout_set": stages.train.meta["heldout_set"],
         "reused": [name for name, s in stages.items() if all(p.reused for p in shards(s))],
         "out": str(out_file),
     }

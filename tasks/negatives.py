@@ -17,7 +17,7 @@ from quijote.params import Params
 from storage.files import write_parquet
 from storage.schemas import NOISE
 from storage.stages import StageOutput, run_stage
-from tasks.seeding import Stream, key
+from tasks.seeding import HELDOUT_SEED, Stream, key
 from tasks.stage_task import stage_task
 
 VERSION = 1
@@ -53,8 +53,8 @@ class NegativeSampler:
         return int(key(self.seed, epoch, Stream.DEVICE_BLOCK, first))
 
     def heldout(self, n: int) -> np.ndarray:
-        """The fixed negatives of the n held-out pairs."""
-        held = key(self.seed, 0, Stream.HELDOUT_NEGATIVES)
+        """The fixed negatives of the n held-out pairs (the same for every run seed)."""
+        held = key(HELDOUT_SEED, 0, Stream.HELDOUT_NEGATIVES)
         return draw_negatives(self.prob, self.alias, held, 0, n, self.k)
 
     @classmethod

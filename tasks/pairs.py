@@ -20,11 +20,11 @@ from quijote.params import Params
 from storage.files import mapped_ahead, read_row_groups, write_parquet
 from storage.schemas import PAIRS
 from storage.stages import StageOutput, run_stage
-from tasks.seeding import Stream, rng
+from tasks.seeding import HELDOUT_SEED, Stream, rng
 from tasks.stage_task import stage_task
 from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 6
+VERSION = 7
 # Each epoch's pairs are written once and read once: LZ4 is quicker both ways than zstd, for
 # larger files.
 COMPRESSION = "lz4_raw"  # Parquet's LZ4_RAW codec (pyarrow's "lz4" writes the same)
@@ -115,7 +115,7 @@ def pairs_task(subsampled: StageOutput, params: Params, shard: int) -> StageOutp
 
         # the epochs in threads: numpy and Parquet release the GIL
         per_epoch = list(mapped_ahead(epoch, range(params.epochs), os.cpu_count() or 1))
-        heldout = write(HELDOUT_FILE, rng(params.seed, 0, Stream.HELDOUT_PAIRS, shard))
+        heldout = write(HELDOUT_FILE, rng(HELDOUT_SEED, 0, Stream.HELDOUT_PAIRS, shard))
         return {"pairs_per_epoch": per_epoch, "pairs": sum(per_epoch), "heldout_pairs": heldout}
 
     settings = {**params.subset("window", "epochs", "seed"), "shard": shard}

@@ -22,6 +22,10 @@ class Stream(IntEnum):
     INIT = 8
 
 
+HELDOUT_SEED = 0  # the held-out set's draws take this seed, never the run's: reseeded runs are
+# measured on the same held-out pairs with the same negatives, so the gate compares their loss
+
+
 def rng(seed: int, epoch: int, stream: Stream, shard: int = 0) -> np.random.Generator:
     """The generator of one stream for one epoch of one shard."""
     return np.random.default_rng((seed, epoch, int(stream), shard))

@@ -1,6 +1,7 @@
 """Subsample stage: map tokens to vocabulary ids and drop frequent words at random, redrawn
-for every epoch, with the word2vec keep rule (or the paper's discard rule). A seeded share of
-the sentences is held out of training (`heldout.parquet`) to measure a validation loss."""
+for every epoch, with the word2vec keep rule (or the paper's discard rule). A share of the
+sentences, the same whatever the run's seed, is held out of training (`heldout.parquet`) to
+measure a validation loss."""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from quijote.params import Params
 from storage.files import Tally, mapped_ahead, read_row_groups, write_parquet
 from storage.schemas import SUBSAMPLED
 from storage.stages import StageOutput, run_stage
-from tasks.seeding import Stream
+from tasks.seeding import HELDOUT_SEED, Stream
 from tasks.seeding import rng as seeded
 from tasks.stage_task import stage_task
 
-VERSION = 3
+VERSION = 4
 HELDOUT_FILE = "heldout.parquet"
 IdBatch = tuple[pa.Array, np.ndarray, np.ndarray]  # sentence ids, token ids, sentence lengths
 
@@ -38,21 +39,21 @@ def keep_probabilities(counts: np.ndarray, sample: float, rule: str = "word2vec"
     return np.minimum(keep, 1.0)
 
 
-def is_heldout(sentence_ids: np.ndarray, share: float, seed: int) -> np.ndarray:
-    """Which sentences are held out: a seeded hash of the id, so the choice is the same in
-    every epoch and for every batch size."""
-    mixed = np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]
+def is_heldout(sentence_ids: np.ndarray, share: float) -> np.ndarray:
+    """Which sentences are held out: a hash of the id, so the choice is the same in every
+    epoch, for every batch size and every run seed."""
+    mixed = np.random.SeedSequence(HELDOUT_SEED).generate_state(1, np.uint64)[0]
     hashed = (sentence_ids.astype(np.uint64) + mixed) * np.uint64(0x9E3779B97F4A7C15)
     return (hashed >> np.uint64(11)).astype(np.float64) / 2.0**53 < share
 
 
 def split_heldout(
-    batches: Iterable[pa.RecordBatch], share: float, seed: int, heldout: bool
+    batches: Iterable[pa.RecordBatch], share: float, heldout: bool
 ) -> Iterator[pa.RecordBatch]:
     """The training sentences (`heldout=False`) or the held-out ones (`heldout=True`)."""
     for batch in batches:
         ids = batch.column("sentence_id").to_numpy()
-        yield batch.filter(pa.array(is_heldout(ids, share, seed) == heldout))
+        yield batch.filter(pa.array(is_heldout(ids, share) == heldout))
 
 
 def vocabulary_ids(sentences: Iterable[pa.RecordBatch], words: pa.Array) -> Iterator[IdBatch]:
@@ -109,7 +110,7 @@ def subsample_task(
 
     def part(heldout: bool) -> Iterator[pa.RecordBatch]:
         batches = read_row_groups(sentences.file("sentences.parquet"))
-        return split_heldout(batches, params.heldout, params.seed, heldout)
+        return split_heldout(batches, params.heldout, heldout)
 
     def build(out):
         # the shard's ids once for all epochs (4 bytes a token: bounded by the document), the
@@ -124,7 +125,7 @@ def subsample_task(
 
         # the epochs in threads: numpy and Parquet release the GIL
         words_per_epoch = list(mapped_ahead(epoch, range(params.epochs), os.cpu_count() or 1))
-        rng = seeded(params.seed, 0, Stream.HELDOUT_SUBSAMPLE, shard)
+        rng = seeded(HELDOUT_SEED, 0, Stream.HELDOUT_SUBSAMPLE, shard)
         heldout = write_ids(out / HELDOUT_FILE, subsample_ids(heldout_ids, keep, rng))
         return {"kept_words_per_epoch": words_per_epoch, "heldout_words": heldout}
 

@@ -21,7 +21,7 @@ from models.sgns_kernel import KernelTrainer
 from models.skipgram import Batch, Block, Position, Trainer, resolve_device, train_sgns
 from quijote.params import Params
 from storage.checkpoints import Checkpoint
-from storage.files import file_sha256, mapped_ahead, read_row_groups
+from storage.files import mapped_ahead, read_row_groups
 from storage.schemas import PAIRS
 from storage.stages import StageOutput, run_stage, stage_key
 from storage.vectors import write_vectors
@@ -32,7 +32,7 @@ from tasks.seeding import Stream, rng
 from tasks.stage_task import stage_task
 from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 8
+VERSION = 9
 HELDOUT_MAX_PAIRS = 200_000  # the validation loss needs no more; keeps memory bounded
 BLOCK_ROWS = 1 << 18  # pairs read (and handed to the CPU kernel) at a time
 READERS = 4  # threads decoding the pairs files' row groups ahead of the GPU path
@@ -147,6 +147,11 @@ def heldout_batch(pairs: pa.Table, sampler: NegativeSampler) -> Batch:
     return center, context, sampler.heldout(len(center))
 
 
+def heldout_set(batch: Batch) -> str:
+    """The content hash of what the held-out loss is measured on: pairs and negatives."""
+    return hashlib.sha256(b"".join(column.tobytes() for column in batch)).hexdigest()
+
+
 @stage_task("train")
 def train_task(
     vocab: StageOutput,
@@ -197,18 +202,17 @@ def train_task(
                 return blocks
             return host_blocks(blocks, torch_trainer.block_rows, torch_trainer.cuda)
 
-        heldout = first_rows(heldout_files, HELDOUT_MAX_PAIRS)
+        heldout = heldout_batch(first_rows(heldout_files, HELDOUT_MAX_PAIRS), sampler)
         with progress_bar("train", total) as report:
             result = train_sgns(
                 trainer, epoch_blocks, params.epochs, total, report,
-                heldout_batch(heldout, sampler), start, checkpoint.save, params.checkpoint_seconds,
+                heldout, start, checkpoint.save, params.checkpoint_seconds,
             )  # fmt: skip
         write_vectors(words, result.vectors, out / "vectors.parquet")
-        heldout_set = hashlib.sha256("".join(map(file_sha256, heldout_files)).encode())
         meta = {
             "loss_per_epoch": result.loss_per_epoch,
             "heldout_loss_per_epoch": result.heldout_loss_per_epoch,
-            "heldout_set": heldout_set.hexdigest(),
+            "heldout_set": heldout_set(heldout),
             "pairs": result.pairs,
             "train_seconds": round(result.seconds, 3),
             "pairs_per_second": round(result.pairs / result.seconds),

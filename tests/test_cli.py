@@ -55,6 +55,9 @@ def test_train_prints_one_json_line_and_writes_word2vec(
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["device"] == "cpu" and summary["words"] > 19_000
     assert summary["words_per_s"] > 0 and summary["seconds"] > 0
+    (stage,) = [json.loads(p.read_text()) for p in home.glob("stages/train/*/stage.json")]
+    assert summary["heldout_loss"] == round(stage["heldout_loss_per_epoch"][-1], 6)
+    assert summary["heldout_set"] == stage["heldout_set"] and summary["heldout_loss"] > 0
     vectors = KeyedVectors.load_word2vec_format(str(out))
     assert vectors.vector_size == 16 and "sancho" in vectors.key_to_index
 

@@ -137,14 +137,14 @@ def test_negatives_are_reproduced_by_seed_and_epoch() -> None:
     assert not np.array_equal(first, NegativeSampler(sampler.prob, 3, seed=8).draw(2, 0, 100))
 
 
-def test_held_out_sentences_are_a_seeded_share() -> None:
+def test_held_out_sentences_are_a_share_chosen_by_id() -> None:
     ids = (np.arange(200_000, dtype=np.int64) % 50_000) + (np.arange(200_000) // 50_000 << 32)
-    held = is_heldout(ids, 0.01, seed=1)
+    held = is_heldout(ids, 0.01)
     assert abs(held.mean() - 0.01) < 5 * np.sqrt(0.01 * 0.99 / len(ids))
-    assert np.array_equal(held, is_heldout(ids, 0.01, seed=1))
-    assert np.array_equal(held[:777], is_heldout(ids[:777], 0.01, seed=1))  # per id, not batch
-    assert not np.array_equal(held, is_heldout(ids, 0.01, seed=2))
-    assert not is_heldout(ids, 0.0, seed=1).any()
+    assert np.array_equal(held[:777], is_heldout(ids[:777], 0.01))  # per id, not batch
+    assert not np.array_equal(held[:50_000], held[50_000:100_000])  # the shard counts too
+    assert (is_heldout(ids, 0.02) >= held).all() and is_heldout(ids, 0.02).sum() > held.sum()
+    assert not is_heldout(ids, 0.0).any()
 
 
 def sentence_batches(rng: np.random.Generator, words: list[str], n: int) -> list[pa.RecordBatch]:

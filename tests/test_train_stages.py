@@ -27,7 +27,7 @@ from quijote.params import Params
 from storage.schemas import PAIRS
 from storage.stages import Prepared, StageOutput, Stages, shards, stage_key
 from storage.vectors import read_vectors
-from tasks.subsample import epoch_file
+from tasks.subsample import HELDOUT_FILE, epoch_file
 from tests.commands import assert_one_line_error, quijote
 from tests.data import quijote_slice
 
@@ -205,6 +205,29 @@ def test_a_new_seed_gives_the_negatives_sampler_that_seed(home: Path, tmp_path: 
     assert not reseeded.reused and reseeded.key != first.key
     assert NegativeSampler.load(first).seed == PARAMS.seed
     assert NegativeSampler.load(reseeded).seed == 7
+
+
+def test_a_reseeded_run_holds_out_the_same_pairs_with_the_same_negatives(
+    home: Path, tmp_path: Path
+) -> None:
+    """The seed redraws the training data but not the held-out set, so the gate can compare
+    the held-out loss of reseeded runs; another `negative` is another held-out set."""
+    corpus = [str(three_documents(tmp_path / "corpus"))]
+    params = PARAMS.with_(heldout=0.2)
+    first_inputs = train_inputs(corpus, params)
+    inputs = train_inputs(corpus, params.with_(seed=7))
+    first, reseeded = (tasks.train.train_task(*i) for i in (first_inputs, inputs))
+    pairs, subsampled = inputs[1], inputs[4]
+    olds = [*first_inputs[4], *first_inputs[1]]
+    for old, new in zip(olds, [*subsampled, *pairs], strict=True):
+        assert old.key != new.key
+        assert pq.read_table(old.file(HELDOUT_FILE)) == pq.read_table(new.file(HELDOUT_FILE))
+        assert pq.read_table(old.file(epoch_file(0))) != pq.read_table(new.file(epoch_file(0)))
+    assert sum(len(pq.read_table(p.file(HELDOUT_FILE))) for p in pairs) > 100
+    assert reseeded.meta["heldout_set"] == first.meta["heldout_set"]
+    assert reseeded.meta["heldout_loss_per_epoch"] != first.meta["heldout_loss_per_epoch"]
+    other_k = tasks.train.train_task(*train_inputs(corpus, params.with_(negative=3)))
+    assert other_k.meta["heldout_set"] != first.meta["heldout_set"]
 
 
 def test_every_epoch_is_a_fresh_subsampling_draw(home: Path, tmp_path: Path) -> None:
