@@ -6,6 +6,7 @@ of full runs is judged, and every under-trained run against every full one.
 
     .venv/bin/python bench/gate.py                  # 6 seeds at 5 epochs, seed 1 at 1 and 2
     .venv/bin/python bench/gate.py --seeds 4 --under 1 2 3 --corpus quijote
+    .venv/bin/python bench/gate.py --corpus quijote --words 30000 --under 3 4   # a small corpus
 """
 
 from __future__ import annotations
@@ -35,15 +36,29 @@ def tally(judged: list[dict]) -> dict:
     return {"rejected": rejected, "judged": len(judged), "failed_measures": measures}
 
 
+def first_lines(path: Path, words: int) -> str:
+    """The file's first lines, up to where they hold `words` words (its header included)."""
+    kept, count = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        if count >= words:
+            break
+        kept.append(line)
+        count += len(line.split())
+    return "".join(kept)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=6, help="full runs, seeds 1..N")
     parser.add_argument("--under", type=int, nargs="*", default=[1, 2], help="epochs, seed 1")
     parser.add_argument("--corpus", choices=["quijote", "large"], default="large")
+    parser.add_argument("--words", type=int, help="the Quijote's first lines, N words")
     parser.add_argument("--out", type=Path, help="results JSON (default bench/results/…)")
     args = parser.parse_args()
     if args.seeds < 2:
         raise SystemExit("--seeds must be at least 2: the gate compares two runs")
+    if args.words is not None and (args.corpus != "quijote" or args.words < 1):
+        raise SystemExit("--words takes a positive number, with --corpus quijote")
     if any(epochs < 1 or epochs >= SETTINGS["epochs"] for epochs in args.under):
         raise SystemExit(f"--under takes epochs from 1 to {SETTINGS['epochs'] - 1}")
     benchmarks = find_benchmarks(None)
@@ -52,11 +67,15 @@ def main() -> None:
     out = args.out or result_path("gate")
     paths = {"quijote": QUIJOTE, "large": LARGE}[args.corpus]
     results: dict = {
-        "machine": machine(), "commit": commit(), "corpus": args.corpus, "settings": SETTINGS,
+        "machine": machine(), "commit": commit(), "corpus": args.corpus, "words": args.words,
+        "settings": SETTINGS,
         "benchmarks": {b.name: b.sha256 for b in benchmarks}, "load_start": os.getloadavg(),
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="quijote-gate-") as tmp:
         work = Path(tmp)
+        if args.words:
+            paths = [work / "corpus.txt"]
+            paths[0].write_text(first_lines(QUIJOTE[0], args.words), encoding="utf-8")
         runs = [(f"seed{seed}", seed, SETTINGS["epochs"]) for seed in range(1, args.seeds + 1)]
         runs += [(f"epochs{epochs}", 1, epochs) for epochs in args.under]
         files, heldout = {}, {}
@@ -65,7 +84,7 @@ def main() -> None:
             home = Path(tempfile.mkdtemp(prefix="home-", dir=work))
             run = quijote(paths, files[name], seed, home, epochs=epochs)
             heldout[files[name]] = heldout_of(run)
-            loss = heldout[files[name]][0]
+            results.setdefault("heldout_loss", {})[name] = loss = heldout[files[name]][0]
             print(f"{name}: {run['seconds']:.1f} s, held-out loss {loss}", flush=True)
         full = [files[name] for name, _, epochs in runs if epochs == SETTINGS["epochs"]]
         under = [files[name] for name, _, epochs in runs if epochs < SETTINGS["epochs"]]
