@@ -56,7 +56,7 @@ COLLAPSED_COSINE = 0.8  # at or above: collapsed
 CHANCE_SCORE = 0.6  # a probe score below this is no better than random words (0.5)
 MIN_ITEMS = {"probes": 6, "similarity": 20, "analogy": 100}  # fewer: not comparable
 FLOORS = {"probes": 0.02, "similarity": 0.02, "analogy": 0.01}  # smallest tolerated drops
-LOSS_TOLERANCE = 0.02  # the held-out loss may rise by at most this share
+LOSS_TOLERANCE = 0.01  # the held-out loss may rise by at most this share
 BOOTSTRAP = 200  # resamples for the standard error of a paired difference
 
 
