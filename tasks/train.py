@@ -32,7 +32,7 @@ from tasks.seeding import Stream, rng
 from tasks.stage_task import stage_task
 from tasks.subsample import HELDOUT_FILE, epoch_file
 
-VERSION = 9
+VERSION = 10
 HELDOUT_MAX_PAIRS = 200_000  # the validation loss needs no more; keeps memory bounded
 BLOCK_ROWS = 1 << 18  # pairs read (and handed to the CPU kernel) at a time
 READERS = 4  # threads decoding the pairs files' row groups ahead of the GPU path
@@ -149,7 +149,10 @@ def heldout_batch(pairs: pa.Table, sampler: NegativeSampler) -> Batch:
 
 def heldout_set(batch: Batch) -> str:
     """The content hash of what the held-out loss is measured on: pairs and negatives."""
-    return hashlib.sha256(b"".join(column.tobytes() for column in batch)).hexdigest()
+    digest = hashlib.sha256(repr([(c.dtype.str, c.shape) for c in batch]).encode())
+    for column in batch:
+        digest.update(column.tobytes())
+    return digest.hexdigest()
 
 
 @stage_task("train")
