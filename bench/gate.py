@@ -70,6 +70,7 @@ def main() -> None:
         "machine": machine(), "commit": commit(), "corpus": args.corpus, "words": args.words,
         "settings": SETTINGS,
         "benchmarks": {b.name: b.sha256 for b in benchmarks}, "load_start": os.getloadavg(),
+        "heldout_loss": {},
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="quijote-gate-") as tmp:
         work = Path(tmp)
@@ -84,7 +85,7 @@ def main() -> None:
             home = Path(tempfile.mkdtemp(prefix="home-", dir=work))
             run = quijote(paths, files[name], seed, home, epochs=epochs)
             heldout[files[name]] = heldout_of(run)
-            results.setdefault("heldout_loss", {})[name] = loss = heldout[files[name]][0]
+            results["heldout_loss"][name] = loss = heldout[files[name]][0]
             print(f"{name}: {run['seconds']:.1f} s, held-out loss {loss}", flush=True)
         full = [files[name] for name, _, epochs in runs if epochs == SETTINGS["epochs"]]
         under = [files[name] for name, _, epochs in runs if epochs < SETTINGS["epochs"]]

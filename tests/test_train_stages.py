@@ -217,8 +217,9 @@ def test_a_reseeded_run_holds_out_the_same_pairs_with_the_same_negatives(
     first_inputs = train_inputs(corpus, params)
     inputs = train_inputs(corpus, params.with_(seed=7))
     first, reseeded = (tasks.train.train_task(*i) for i in (first_inputs, inputs))
-    pairs, subsampled = inputs[1], inputs[4]
-    olds = [*first_inputs[4], *first_inputs[1]]
+    _, first_pairs, _, _, first_subsampled = first_inputs
+    _, pairs, _, _, subsampled = inputs
+    olds = [*first_subsampled, *first_pairs]
     for old, new in zip(olds, [*subsampled, *pairs], strict=True):
         assert old.key != new.key
         assert pq.read_table(old.file(HELDOUT_FILE)) == pq.read_table(new.file(HELDOUT_FILE))
