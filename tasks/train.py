@@ -140,9 +140,9 @@ def row_groups(
     return mapped_ahead(read, groups(), readers)
 
 
-def heldout_batch(pairs: pa.Table, sampler: NegativeSampler) -> Batch:
-    """The held-out pairs (at most HELDOUT_MAX_PAIRS) with their fixed negatives."""
-    pairs = pairs.slice(0, HELDOUT_MAX_PAIRS)
+def heldout_batch(files: list[Path], sampler: NegativeSampler) -> Batch:
+    """The held-out pairs (the first HELDOUT_MAX_PAIRS) with their fixed negatives."""
+    pairs = first_rows(files, HELDOUT_MAX_PAIRS)
     center, context = pairs["center"].to_numpy(), pairs["context"].to_numpy()
     return center, context, sampler.heldout(len(center))
 
@@ -205,7 +205,7 @@ def train_task(
                 return blocks
             return host_blocks(blocks, torch_trainer.block_rows, torch_trainer.cuda)
 
-        heldout = heldout_batch(first_rows(heldout_files, HELDOUT_MAX_PAIRS), sampler)
+        heldout = heldout_batch(heldout_files, sampler)
         with progress_bar("train", total) as report:
             result = train_sgns(
                 trainer, epoch_blocks, params.epochs, total, report,
